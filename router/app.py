@@ -1,0 +1,90 @@
+"""The one app factory, ``create_app(settings)``, used by ``deja serve``, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+from typing import Any
+
+from aiohttp import web
+
+from router import admin, chat, openai_routes, status
+from router.appkeys import METRICS, RECENT_ERRORS, SETTINGS
+from router.config import ConfigError, Settings
+from router.http import request_middleware
+from router.metrics import Metrics
+from router.resources import (
+    DB_SCHEMA,
+    EMBEDDER_OVERRIDE,
+    background_ctx,
+    cache_ctx,
+    gateway_ctx,
+    limits_ctx,
+    redis_health_ctx,
+    storage_ctx,
+)
+
+log = logging.getLogger("deja")
+
+
+def create_app(settings: Settings, *, embedder: Any = None, db_schema: str | None = None) -> web.Application:
+    """Build the app. ``embedder`` shares an already loaded embedder; ``db_schema`` picks a PostgreSQL schema."""
+    app = web.Application(client_max_size=settings.deja.max_body_bytes, middlewares=[request_middleware])
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[RECENT_ERRORS] = status.RecentErrors()
+    if embedder is not None:
+        app[EMBEDDER_OVERRIDE] = embedder
+    if db_schema is not None:
+        app[DB_SCHEMA] = db_schema
+    app.cleanup_ctx.extend([storage_ctx, gateway_ctx, cache_ctx, limits_ctx, redis_health_ctx, background_ctx])
+    r = app.router
+    r.add_post("/v1/chat/completions", chat.chat_completions)
+    r.add_post("/chat/completions", chat.chat_completions)
+    r.add_post("/v1/embeddings", openai_routes.embeddings)
+    r.add_post("/embeddings", openai_routes.embeddings)
+    r.add_get("/v1/models", openai_routes.list_models)
+    r.add_get("/v1/models/{model:.+}", openai_routes.get_model)
+    r.add_get("/health/live", openai_routes.live)
+    r.add_get("/health/ready", openai_routes.ready)
+    admin.add_routes(app)
+    status.add_routes(app)
+    return app
+
+
+def check_bind(settings: Settings, host: str) -> None:
+    """Without a master key deja is open: only loopback, unless ``allow_open_bind`` says otherwise."""
+    if settings.effective_master_key:
+        return
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not settings.deja.allow_open_bind:
+        raise ConfigError(f"deja.host: binding to {host} without a master key would open the gateway to "
+                          "everyone; set deja.master_key (or DEJA_MASTER_KEY), or deja.allow_open_bind: true")
+
+
+async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
+    """Run until SIGTERM/SIGINT, then stop accepting, finish in-flight requests and drain the usage queue."""
+    check_bind(settings, host)
+    app = create_app(settings)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=30)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    await site.start()
+    if settings.effective_master_key:
+        log.info("deja listening on http://%s:%s (virtual keys required)", host, port)
+    else:
+        log.warning("deja listening on http://%s:%s OPEN: no master key configured, no authentication", host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("deja shutting down: finishing requests and draining the usage queue")
+        await runner.cleanup()

@@ -1,0 +1,176 @@
+"""Server-Sent Events exactly as OpenAI sends them, in one helper.
+
+``text/event-stream``, ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``; ``data: {chunk}`` events and
+``data: [DONE]``; ``: keep-alive`` comments while the upstream is silent; an error after the headers are sent goes
+in-band as ``data: {"error": …}`` then ``data: [DONE]``. ``with_keepalive`` wraps an async iterator so a silent
+upstream yields ``KEEPALIVE`` ticks; when the client goes away the pending upstream step is cancelled at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+KEEPALIVE = object()
+FINISH_OK = {"stop", "length", "tool_calls", "function_call", "content_filter"}
+CACHEABLE_FINISH = {"stop", "length", "tool_calls"}
+
+
+class SSEWriter:
+    def __init__(self, request: web.Request, headers: dict[str, str]) -> None:
+        self.request = request
+        self.response = web.StreamResponse(status=200, headers={
+            **headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no", "Connection": "keep-alive"})
+        self.prepared = False
+
+    async def prepare(self) -> None:
+        if not self.prepared:
+            self.prepared = True
+            await self.response.prepare(self.request)
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        await self.prepare()
+        await self.response.write(b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n")
+
+    async def keepalive(self) -> None:
+        await self.prepare()
+        await self.response.write(b": keep-alive\n\n")
+
+    async def error(self, body: dict[str, Any]) -> None:
+        await self.send(body)
+        await self.done()
+
+    async def done(self) -> None:
+        await self.prepare()
+        await self.response.write(b"data: [DONE]\n\n")
+        await self.response.write_eof()
+
+
+async def with_keepalive(source: AsyncIterator[Any], interval: float) -> AsyncIterator[Any]:
+    """Yield items of ``source``; yield ``KEEPALIVE`` whenever ``interval`` seconds pass with none."""
+    iterator = source.__aiter__()
+    pending: asyncio.Task[Any] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(iterator.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=interval)
+            if not done:
+                yield KEEPALIVE
+                continue
+            task, pending = pending, None
+            try:
+                item = task.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            try:
+                await pending
+            except (asyncio.CancelledError, StopAsyncIteration, Exception):
+                pass
+        closer = getattr(iterator, "aclose", None)
+        if closer is not None:
+            try:
+                await closer()
+            except Exception:  # the upstream is being abandoned; nothing useful to report
+                pass
+
+
+class StreamAccumulator:
+    """Rebuilds the whole completion from a stream's chunks (for the cache and the usage record)."""
+
+    def __init__(self) -> None:
+        self.head: dict[str, Any] = {}
+        self.choices: dict[int, dict[str, Any]] = {}
+        self.usage: dict[str, Any] | None = None
+        self.content_chunks = 0
+
+    def feed(self, chunk: dict[str, Any]) -> None:
+        if not self.head:
+            self.head = {k: chunk[k] for k in ("id", "created", "model", "system_fingerprint") if k in chunk}
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            slot = self.choices.setdefault(choice.get("index", 0), {"content": [], "tools": {}, "finish": None,
+                                                                     "refusal": None})
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                slot["content"].append(delta["content"])
+                self.content_chunks += 1
+            if delta.get("refusal"):
+                slot["refusal"] = (slot["refusal"] or "") + delta["refusal"]
+            for call in delta.get("tool_calls") or []:
+                self.content_chunks += 1
+                tool = slot["tools"].setdefault(call.get("index", 0), {"id": None, "type": "function",
+                                                                       "function": {"name": "", "arguments": ""}})
+                if call.get("id"):
+                    tool["id"] = call["id"]
+                function = call.get("function") or {}
+                tool["function"]["name"] += function.get("name") or ""
+                tool["function"]["arguments"] += function.get("arguments") or ""
+            if choice.get("finish_reason"):
+                slot["finish"] = choice["finish_reason"]
+
+    @property
+    def text(self) -> str:
+        return "".join("".join(slot["content"]) for slot in self.choices.values())
+
+    @property
+    def cacheable(self) -> bool:
+        return bool(self.choices) and all(s["finish"] in CACHEABLE_FINISH for s in self.choices.values())
+
+    def completion(self) -> dict[str, Any]:
+        choices = []
+        for index in sorted(self.choices):
+            slot = self.choices[index]
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(slot["content"]) or None,
+                                       "refusal": slot["refusal"]}
+            if slot["tools"]:
+                message["tool_calls"] = [slot["tools"][i] for i in sorted(slot["tools"])]
+            choices.append({"index": index, "message": message, "logprobs": None, "finish_reason": slot["finish"]})
+        out = {**self.head, "object": "chat.completion", "choices": choices}
+        if self.usage:
+            out["usage"] = self.usage
+        return out
+
+
+def fresh_identity(response: dict[str, Any]) -> tuple[str, int]:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+
+
+def replay_chunks(response: dict[str, Any], *, include_usage: bool, words_per_chunk: int = 4) -> list[dict[str, Any]]:
+    """A stored completion as the chunks of a live stream: role, content, finish, usage if asked."""
+    cid, created = fresh_identity(response)
+    base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": response.get("model")}
+    if response.get("system_fingerprint"):
+        base["system_fingerprint"] = response["system_fingerprint"]
+
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    out: list[dict[str, Any]] = []
+    for choice in response.get("choices") or []:
+        index, message = choice.get("index", 0), choice.get("message") or {}
+        out.append(chunk(index, {"role": "assistant", "content": ""}))
+        words = (message.get("content") or "").split(" ")
+        if message.get("content"):
+            for start in range(0, len(words), words_per_chunk):
+                piece = " ".join(words[start:start + words_per_chunk])
+                out.append(chunk(index, {"content": piece if start == 0 else " " + piece}))
+        for i, call in enumerate(message.get("tool_calls") or []):
+            out.append(chunk(index, {"tool_calls": [{"index": i, "id": call.get("id"), "type": "function",
+                                                     "function": call.get("function")}]}))
+        out.append(chunk(index, {}, choice.get("finish_reason") or "stop"))
+    if include_usage and response.get("usage"):
+        out.append({**base, "choices": [], "usage": response["usage"]})
+    return out
