@@ -1,0 +1,187 @@
+"""A local, in-process vector index: per scope, a numpy matrix of L2-normalised float32 rows.
+
+Used directly by :class:`~cache.store.MemoryStore`, and by :class:`~cache.redis_store.RedisStore` as each
+replica's local mirror of the vectors held in Redis. Lookups are exact (brute-force dot products): one
+matrix-vector product per scope, which is plenty fast for the sizes a single scope reaches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cache.errors import CacheConfigError
+
+_INITIAL_ROWS = 16
+# Above this many matrix elements, run the product with single-threaded BLAS: on a small, busy machine
+# OpenBLAS's threads make a 10k x 384 product ~10x slower, and it runs on the event loop.
+_SINGLE_THREAD_ABOVE = 100_000
+
+try:  # threadpoolctl comes with sentence-transformers (via scikit-learn); optional here
+    from threadpoolctl import ThreadpoolController
+
+    _BLAS: Any = ThreadpoolController()
+except ImportError:  # pragma: no cover - depends on the environment
+    _BLAS = None
+
+
+def _blas_limit(elements: int) -> contextlib.AbstractContextManager[Any]:
+    if _BLAS is None or elements <= _SINGLE_THREAD_ABOVE:
+        return contextlib.nullcontext()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+@dataclass(frozen=True)
+class Match:
+    """One candidate from a vector search."""
+
+    id: str
+    similarity: float
+
+
+def normalize(vector: np.ndarray) -> np.ndarray:
+    """A float32 copy of ``vector`` with unit L2 norm (zero vectors stay zero)."""
+    flat = np.asarray(vector, dtype=np.float32).reshape(-1)
+    norm = float(np.linalg.norm(flat))
+    return flat / norm if norm > 0 else flat.copy()
+
+
+class _ScopeMatrix:
+    """The rows of one scope. Deletion swaps the last row in, so rows stay dense."""
+
+    def __init__(self, dim: int) -> None:
+        self.vectors = np.zeros((_INITIAL_ROWS, dim), dtype=np.float32)
+        self.expires = np.zeros(_INITIAL_ROWS, dtype=np.float64)
+        self.ids: list[str] = []
+        self.rows: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, entry_id: str, vector: np.ndarray, expires_at: float) -> None:
+        row = self.rows.get(entry_id)
+        if row is None:
+            row = len(self.ids)
+            if row == self.vectors.shape[0]:
+                self._grow()
+            self.ids.append(entry_id)
+            self.rows[entry_id] = row
+        self.vectors[row] = vector
+        self.expires[row] = expires_at
+
+    def _grow(self) -> None:
+        rows = self.vectors.shape[0] * 2
+        vectors = np.zeros((rows, self.vectors.shape[1]), dtype=np.float32)
+        vectors[: len(self.ids)] = self.vectors[: len(self.ids)]
+        expires = np.zeros(rows, dtype=np.float64)
+        expires[: len(self.ids)] = self.expires[: len(self.ids)]
+        self.vectors, self.expires = vectors, expires
+
+    def remove(self, entry_id: str) -> bool:
+        row = self.rows.pop(entry_id, None)
+        if row is None:
+            return False
+        last = len(self.ids) - 1
+        if row != last:
+            moved = self.ids[last]
+            self.vectors[row] = self.vectors[last]
+            self.expires[row] = self.expires[last]
+            self.ids[row] = moved
+            self.rows[moved] = row
+        self.ids.pop()
+        return True
+
+    def expired(self, now: float) -> list[str]:
+        size = len(self.ids)
+        return [self.ids[i] for i in np.flatnonzero(self.expires[:size] <= now)]
+
+    def search(self, query: np.ndarray, k: int) -> list[Match]:
+        size = len(self.ids)
+        if size == 0 or k <= 0:
+            return []
+        with _blas_limit(size * query.shape[0]):
+            sims = self.vectors[:size] @ query
+        if size > k:
+            top = np.argpartition(-sims, k - 1)[:k]
+        else:
+            top = np.arange(size)
+        order = top[np.argsort(-sims[top], kind="stable")]
+        return [Match(self.ids[i], float(sims[i])) for i in order]
+
+
+class VectorIndex:
+    """Vectors grouped by scope key; every entry id lives in at most one scope."""
+
+    def __init__(self, dim: int | None = None) -> None:
+        self._dim = dim
+        self._scopes: dict[str, _ScopeMatrix] = {}
+        self._scope_of: dict[str, str] = {}
+
+    @property
+    def dim(self) -> int | None:
+        return self._dim
+
+    def __len__(self) -> int:
+        return len(self._scope_of)
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self._scope_of
+
+    @property
+    def scope_count(self) -> int:
+        return len(self._scopes)
+
+    def _check(self, vector: np.ndarray) -> np.ndarray:
+        unit = normalize(vector)
+        if self._dim is None:
+            self._dim = unit.shape[0]
+        if unit.shape[0] != self._dim:
+            raise CacheConfigError(f"vector has dimension {unit.shape[0]}, index has {self._dim}")
+        return unit
+
+    def add(self, scope_key: str, entry_id: str, vector: np.ndarray, expires_at: float) -> None:
+        """Insert or replace ``entry_id`` (moving it if it was in another scope)."""
+        unit = self._check(vector)
+        previous = self._scope_of.get(entry_id)
+        if previous is not None and previous != scope_key:
+            self.remove(entry_id)
+        matrix = self._scopes.get(scope_key)
+        if matrix is None:
+            matrix = self._scopes[scope_key] = _ScopeMatrix(unit.shape[0])
+        matrix.add(entry_id, unit, expires_at)
+        self._scope_of[entry_id] = scope_key
+
+    def remove(self, entry_id: str) -> bool:
+        scope_key = self._scope_of.pop(entry_id, None)
+        if scope_key is None:
+            return False
+        matrix = self._scopes[scope_key]
+        matrix.remove(entry_id)
+        if not len(matrix):
+            del self._scopes[scope_key]
+        return True
+
+    def clear(self) -> None:
+        self._scopes.clear()
+        self._scope_of.clear()
+
+    def purge_expired(self, scope_key: str, now: float) -> list[str]:
+        """Drop the rows of ``scope_key`` whose expiry time has passed; returns their ids."""
+        matrix = self._scopes.get(scope_key)
+        if matrix is None:
+            return []
+        gone = matrix.expired(now)
+        for entry_id in gone:
+            self.remove(entry_id)
+        return gone
+
+    def search(self, scope_key: str, vector: np.ndarray, k: int, now: float) -> list[Match]:
+        """The ``k`` most similar live rows of ``scope_key``, best first (cosine similarity)."""
+        self.purge_expired(scope_key, now)
+        matrix = self._scopes.get(scope_key)
+        if matrix is None:
+            return []
+        return matrix.search(self._check(vector), k)

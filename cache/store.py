@@ -1,0 +1,160 @@
+"""Cache entries, the store interface, and the in-memory store (the embedded default).
+
+A store keeps entries by id (the exact-tier key), their expiry, LRU order for capacity, and a vector index
+per scope for the semantic tier. Policy (what to look up, what to accept) lives in
+:class:`~cache.semantic.SemanticCache`; stores only keep and find things.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from cache.errors import CacheConfigError
+from cache.index import Match, VectorIndex
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached response. ``id`` is the exact-tier key of the request that produced it."""
+
+    id: str
+    scope_key: str
+    query: str | None  # last user message text (None: exact tier only)
+    response: dict[str, Any]
+    created_at: float
+    expires_at: float
+    namespace: str
+    model: str
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    entries: int
+    scopes: int
+
+
+@runtime_checkable
+class CacheStore(Protocol):
+    """What :class:`~cache.semantic.SemanticCache` needs from a backend.
+
+    Every method may raise :class:`~cache.errors.CacheUnavailableError` (and nothing else foreign) when the
+    backend cannot be reached. ``now`` comes from the cache's clock.
+    """
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def capacity(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def get(self, entry_id: str, now: float) -> CacheEntry | None:
+        """The live entry with this id, or None (an expired or vanished entry is forgotten)."""
+        ...
+
+    async def touch(self, entry_id: str, now: float) -> None:
+        """Mark the entry as just used (LRU recency)."""
+        ...
+
+    async def search(self, scope_key: str, vector: np.ndarray, k: int, now: float) -> list[Match]:
+        """The ``k`` nearest live entries of the scope, best first. Ids may be stale: check with get()."""
+        ...
+
+    async def put(self, entry: CacheEntry, vector: np.ndarray | None, now: float) -> None:
+        """Insert or replace ``entry``; evict least-recently-used entries beyond capacity."""
+        ...
+
+    async def clear(self, *, namespace: str | None = None, model: str | None = None) -> int:
+        """Delete entries matching the filters (None: any); returns how many were deleted."""
+        ...
+
+    async def counts(self, now: float) -> StoreCounts: ...
+
+
+def check_capacity(capacity: int) -> int:
+    if capacity < 1:
+        raise CacheConfigError(f"capacity must be at least 1, got {capacity}")
+    return capacity
+
+
+def matches(entry_namespace: str, entry_model: str, namespace: str | None, model: str | None) -> bool:
+    return (namespace is None or entry_namespace == namespace) and (model is None or entry_model == model)
+
+
+class MemoryStore:
+    """Everything in this process: an LRU-ordered dict of entries plus a numpy vector index."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._capacity = check_capacity(capacity)
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()  # oldest use first
+        self._scope_sizes: dict[str, int] = {}
+        self._index = VectorIndex()
+
+    @property
+    def backend(self) -> str:
+        return "memory"
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def _delete(self, entry_id: str) -> None:
+        entry = self._entries.pop(entry_id, None)
+        if entry is None:
+            return
+        self._index.remove(entry_id)
+        left = self._scope_sizes[entry.scope_key] - 1
+        if left:
+            self._scope_sizes[entry.scope_key] = left
+        else:
+            del self._scope_sizes[entry.scope_key]
+
+    async def get(self, entry_id: str, now: float) -> CacheEntry | None:
+        entry = self._entries.get(entry_id)
+        if entry is not None and entry.expires_at <= now:
+            self._delete(entry_id)
+            return None
+        return entry
+
+    async def touch(self, entry_id: str, now: float) -> None:
+        if entry_id in self._entries:
+            self._entries.move_to_end(entry_id)
+
+    async def search(self, scope_key: str, vector: np.ndarray, k: int, now: float) -> list[Match]:
+        for entry_id in self._index.purge_expired(scope_key, now):
+            self._delete(entry_id)
+        return self._index.search(scope_key, vector, k, now)
+
+    async def put(self, entry: CacheEntry, vector: np.ndarray | None, now: float) -> None:
+        self._delete(entry.id)
+        if vector is not None:
+            self._index.add(entry.scope_key, entry.id, vector, entry.expires_at)
+        self._entries[entry.id] = entry
+        self._scope_sizes[entry.scope_key] = self._scope_sizes.get(entry.scope_key, 0) + 1
+        while len(self._entries) > self._capacity:
+            oldest = next(iter(self._entries))
+            self._delete(oldest)
+
+    async def clear(self, *, namespace: str | None = None, model: str | None = None) -> int:
+        doomed = [e.id for e in self._entries.values() if matches(e.namespace, e.model, namespace, model)]
+        for entry_id in doomed:
+            self._delete(entry_id)
+        return len(doomed)
+
+    async def counts(self, now: float) -> StoreCounts:
+        for entry_id in [e.id for e in self._entries.values() if e.expires_at <= now]:
+            self._delete(entry_id)
+        return StoreCounts(entries=len(self._entries), scopes=len(self._scope_sizes))

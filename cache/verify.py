@@ -1,0 +1,227 @@
+"""The semantic cache's hit verifier: is a cached question really the same question as the query?
+
+A nearest neighbour by cosine is only a *candidate*. ``Verifier.check`` serves it only if
+
+1. its cosine reaches the floor (the calibrated ``default_min_similarity``, or the request's own threshold);
+2. no hard rule fires: numbers swapped ("GATE 2017" / "GATE 2018"), names swapped ("Crawford County" /
+   "Jefferson County"), negation on one side only (each rule switched on or off by calibration);
+3. gradient-boosted trees over pair features (``cache.features``: cosine, IDF-weighted unmatched words, soft
+   word alignment, question type, numbers, names, ...) give a probability of "same question" at or above the
+   calibrated cutoff.
+
+The trees, IDFs, floor and cutoff are fitted by ``benchmarks/calibrate_cache.py`` on splits of QQP that are
+never reported on, and shipped as ``cache/data/verifier.json`` (+ ``cache/data/word_vectors.npz``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cache.features import (
+    FEATURE_NAMES,
+    PairFacts,
+    TextFacts,
+    WordVectors,
+    pair_facts,
+    pair_features,
+    text_facts,
+)
+
+DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent / "data" / "verifier.json"
+RULES: tuple[str, ...] = ("number-mismatch", "name-mismatch", "negation-mismatch")
+
+
+class VerifierError(Exception):
+    """Base class of verifier errors."""
+
+
+class VerifierParamsError(VerifierError):
+    """The parameter file is missing, unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accept: bool
+    score: float  # classifier probability that the two are the same question (0.0 when a rule fired)
+    reason: str  # "ok", "identical", "below-floor", "classifier", or the hard rule that fired
+
+
+@dataclass(frozen=True)
+class TreeModel:
+    """Gradient-boosted trees of one fixed depth, complete binary trees stored level by level.
+
+    Tree ``t`` sends a row right at internal node ``i`` when ``x[features[t][i]] > thresholds[t][i]``
+    (children of ``i``: ``2i+1`` left, ``2i+2`` right); the leaf reached adds ``leaves[t][leaf]`` to ``base``.
+    The sum is a log-odds; ``probability`` squashes it.
+    """
+
+    base: float
+    depth: int
+    features: tuple[tuple[int, ...], ...]
+    thresholds: tuple[tuple[float, ...], ...]
+    leaves: tuple[tuple[float, ...], ...]
+
+    def __post_init__(self) -> None:
+        internal, n = 2**self.depth - 1, len(FEATURE_NAMES)
+        if not self.depth >= 1 or not len(self.features) == len(self.thresholds) == len(self.leaves):
+            raise VerifierParamsError("trees: depth must be >= 1 and features/thresholds/leaves one per tree")
+        for f, t, v in zip(self.features, self.thresholds, self.leaves, strict=True):
+            if len(f) != internal or len(t) != internal or len(v) != internal + 1:
+                raise VerifierParamsError(f"every tree of depth {self.depth} has {internal} splits")
+            if any(not 0 <= j < n for j in f):
+                raise VerifierParamsError(f"tree splits on a feature outside 0..{n - 1}")
+
+    def log_odds(self, x: list[float]) -> float:
+        total, internal = self.base, 2**self.depth - 1
+        for feats, thresholds, leaves in zip(self.features, self.thresholds, self.leaves, strict=True):
+            i = 0
+            while i < internal:
+                i = 2 * i + (2 if x[feats[i]] > thresholds[i] else 1)
+            total += leaves[i - internal]
+        return total
+
+    def probability(self, x: list[float]) -> float:
+        z = self.log_odds(x)
+        return 1.0 / (1.0 + math.exp(-z)) if z > -500 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"base": self.base, "depth": self.depth, "features": [list(f) for f in self.features],
+                "thresholds": [list(t) for t in self.thresholds], "leaves": [list(v) for v in self.leaves]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TreeModel:
+        return cls(
+            base=float(data["base"]),
+            depth=int(data["depth"]),
+            features=tuple(tuple(int(j) for j in f) for f in data["features"]),
+            thresholds=tuple(tuple(float(t) for t in ts) for ts in data["thresholds"]),
+            leaves=tuple(tuple(float(v) for v in vs) for vs in data["leaves"]),
+        )
+
+
+def _idf_to_json(idf: dict[str, float]) -> dict[str, list[str]]:
+    """IDF grouped by value rounded to 0.1, so each word is written once: {"4.2": ["word", ...]}."""
+    groups: dict[str, list[str]] = {}
+    for word, value in sorted(idf.items()):
+        groups.setdefault(f"{value:.1f}", []).append(word)
+    return groups
+
+
+@dataclass(frozen=True)
+class VerifierParams:
+    min_similarity: float
+    cutoff: float
+    model: TreeModel
+    idf: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
+    default_idf: float = 10.0
+    word_vectors: str | None = None  # file of single-word vectors, relative to the parameter file
+    rules: frozenset[str] = frozenset(RULES)
+    feature_names: tuple[str, ...] = FEATURE_NAMES
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.feature_names != FEATURE_NAMES:
+            raise VerifierParamsError(f"features {self.feature_names} are not this code's {FEATURE_NAMES}")
+        if unknown := self.rules - set(RULES):
+            raise VerifierParamsError(f"unknown rules {sorted(unknown)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "min_similarity": self.min_similarity,
+            "cutoff": self.cutoff,
+            "feature_names": list(self.feature_names),
+            "rules": sorted(self.rules),
+            "default_idf": self.default_idf,
+            "word_vectors": self.word_vectors,
+            "meta": self.meta,
+            "model": self.model.to_json(),
+            "idf": _idf_to_json(self.idf),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VerifierParams:
+        try:
+            return cls(
+                min_similarity=float(data["min_similarity"]),
+                cutoff=float(data["cutoff"]),
+                model=TreeModel.from_json(data["model"]),
+                idf={str(w): float(v) for v, words in data.get("idf", {}).items() for w in words},
+                default_idf=float(data.get("default_idf", 10.0)),
+                word_vectors=None if data.get("word_vectors") is None else str(data["word_vectors"]),
+                rules=frozenset(str(r) for r in data.get("rules", RULES)),
+                feature_names=tuple(str(n) for n in data.get("feature_names", FEATURE_NAMES)),
+                meta=dict(data.get("meta", {})),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise VerifierParamsError(f"bad verifier parameters: {exc}") from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> VerifierParams:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise VerifierParamsError(f"cannot read verifier parameters {path}: {exc}") from exc
+        return cls.from_json(data)
+
+
+def fired_rule(facts: PairFacts, rules: frozenset[str]) -> str | None:
+    """The first enabled hard rule that rejects the pair, or None."""
+    if "number-mismatch" in rules and facts.numbers_swapped:
+        return "number-mismatch"
+    if "name-mismatch" in rules and facts.names_a_only and facts.names_b_only:
+        return "name-mismatch"
+    if "negation-mismatch" in rules and facts.negation_mismatch:
+        return "negation-mismatch"
+    return None
+
+
+class Verifier:
+    """Accepts or refuses a semantic-cache candidate. Pure and thread-safe; ``check`` costs well under 1 ms."""
+
+    def __init__(self, params: VerifierParams, vectors: WordVectors | None = None) -> None:
+        self.params = params
+        self.vectors = vectors
+        self.default_min_similarity: float = params.min_similarity
+
+    @classmethod
+    def load(cls, path: str | Path) -> Verifier:
+        """A parameter file and the word vectors it names (next to it)."""
+        params = VerifierParams.load(path)
+        if params.word_vectors is None:
+            return cls(params)
+        vectors_path = Path(path).resolve().parent / params.word_vectors
+        try:
+            return cls(params, WordVectors.load(vectors_path))
+        except (OSError, ValueError, KeyError) as exc:
+            raise VerifierParamsError(f"cannot read word vectors {vectors_path}: {exc}") from exc
+
+    @classmethod
+    def load_default(cls) -> Verifier:
+        """The verifier calibrated on QQP and shipped in ``cache/data/verifier.json``."""
+        return cls.load(DEFAULT_PARAMS_PATH)
+
+    def probability(self, a: TextFacts, b: TextFacts, facts: PairFacts, similarity: float) -> float:
+        p = self.params
+        return p.model.probability(pair_features(a, b, facts, similarity, p.idf, p.default_idf, self.vectors))
+
+    def check(
+        self, query: str, candidate: str, similarity: float, *, min_similarity: float | None = None
+    ) -> Verdict:
+        floor = self.default_min_similarity if min_similarity is None else min_similarity
+        if similarity < floor:
+            return Verdict(False, 0.0, "below-floor")
+        if " ".join(query.lower().split()) == " ".join(candidate.lower().split()):
+            return Verdict(True, 1.0, "identical")
+        a, b = text_facts(query), text_facts(candidate)
+        facts = pair_facts(a, b)
+        rule = fired_rule(facts, self.params.rules)
+        if rule is not None:
+            return Verdict(False, 0.0, rule)
+        score = self.probability(a, b, facts, similarity)
+        if score >= self.params.cutoff:
+            return Verdict(True, score, "ok")
+        return Verdict(False, score, "classifier")
