@@ -424,11 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embeddings-cache", type=Path, default=None, help="reuse/keep embeddings (.npz)")
     args = parser.parse_args(argv)
     vectors_path = None if args.no_word_vectors else args.out.parent / "word_vectors.npz"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     params = calibrate(args.data, args.target, args.embeddings_cache, args.train_min_cosine,
                        confidence=args.confidence, bags=args.bags, trees=args.trees, depth=args.depth,
                        vectors_path=vectors_path, rebuild_vectors=args.rebuild_word_vectors,
                        folds=args.folds, pool_size=args.pool_size)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(params.to_json(), separators=(",", ":")) + "\n", encoding="utf-8")
     print(json.dumps(params.meta, indent=1))
     print(f"floor={params.min_similarity} cutoff={params.cutoff} rules={sorted(params.rules)} -> {args.out}")
