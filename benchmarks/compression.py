@@ -9,8 +9,10 @@ Writes ``benchmarks/results/compression.json`` and ``compression.png``.
 2. ``auto`` selection at 2x/4x/8x on Natural Questions: each question's own passage among 19 passages of
    other questions (none containing an answer string), at a random position. "Survives" means an answer
    string is in the kept documents. Compared with keeping the first N tokens and with random passages.
-3. Compression time for a ~4,000-token prompt: lossless, auto with embeddings already cached (the
-   compression code's own cost) and auto embedding every passage with the model on each call.
+   Both scorers: ``lexical`` (BM25, deja's default) and ``embedding`` (MiniLM).
+3. Compression time for a ~4,000-token prompt: lossless, auto with the lexical scorer (the default), auto
+   with embeddings already cached (the selection code's own cost), and auto embedding every passage with
+   the model on each call.
 """
 
 from __future__ import annotations
@@ -254,7 +256,7 @@ def _random_passages(docs_text: str, budget: float, rng: random.Random) -> str:
 
 
 async def bench_auto(
-    rows: list[dict[str, Any]], count: int, embed: CachedEmbed, seed: int, hard: bool
+    rows: list[dict[str, Any]], count: int, embed: CachedEmbed, seed: int, hard: bool, scorer: str
 ) -> dict[str, Any]:
     items = await qa_items(rows, count, seed, embed if hard else None)
     rng = random.Random(seed)
@@ -268,7 +270,7 @@ async def bench_auto(
         question = f"Question: {row['question']}"
         message = {"role": "user", "content": "\n\n".join([HEAD, docs_text, question])}
         for ratio in RATIOS:
-            options = CompressionOptions(auto_ratio=ratio, auto_min_tokens=0)
+            options = CompressionOptions(auto_ratio=ratio, auto_min_tokens=0, auto_scorer=scorer)  # type: ignore[arg-type]
             out, _ = await compress([message], level=Level.AUTO, model=MODEL, embed=embed, options=options)
             kept = out[0]["content"][len(HEAD) : -len(question)]
             tally[ratio]["auto"] += _survives(row["answers"], kept)
@@ -278,7 +280,7 @@ async def bench_auto(
             sampled = _random_passages(docs_text, doc_tokens / ratio, rng)
             tally[ratio]["random"] += _survives(row["answers"], sampled)
     n = len(items)
-    result: dict[str, Any] = {"questions": n, "mean_doc_tokens": round(doc_tokens_total / n, 1),
+    result: dict[str, Any] = {"scorer": scorer, "questions": n, "mean_doc_tokens": round(doc_tokens_total / n, 1),
                               "share_above_default_threshold": round(above_default / n, 3), "ratios": {}}
     for ratio, t in tally.items():
         result["ratios"][f"{ratio:g}x"] = {
@@ -286,7 +288,7 @@ async def bench_auto(
             "random": round(t["random"] / n, 4),
             "achieved_ratio": round(doc_tokens_total / t["kept_tokens"], 2),
         }
-        label = "auto hard" if hard else "auto"
+        label = f"auto[{scorer}]" + (" hard" if hard else "")
         print(f"{label} {ratio:g}x: survives {t['auto'] / n:.1%}  first-N {t['first_tokens'] / n:.1%}  "
               f"random {t['random'] / n:.1%}  achieved {doc_tokens_total / t['kept_tokens']:.2f}x")
     return result
@@ -320,13 +322,16 @@ async def bench_timing(
     result = {
         "prompt_tokens": tokens,
         "lossless": await _time(messages, runs, level=Level.LOSSLESS),
+        "auto_lexical": await _time(messages, runs, level=Level.AUTO,
+                                    options=CompressionOptions(auto_scorer="lexical")),
         "auto_cached_embeddings": await _time(messages, runs, level=Level.AUTO, embed=embed),
         "auto_embedding_with_model": await _time(
             messages, model_runs, level=Level.AUTO, embed=embed.uncached
         ),
     }
     result["auto_with_deja_embedder"] = await _time_deja_embedder(messages, model_runs)
-    for key in ("lossless", "auto_cached_embeddings", "auto_embedding_with_model", "auto_with_deja_embedder"):
+    for key in ("lossless", "auto_lexical", "auto_cached_embeddings", "auto_embedding_with_model",
+                "auto_with_deja_embedder"):
         print(f"time {key:26s} p50 {result[key]['p50_ms']:8.2f} ms  p99 {result[key]['p99_ms']:8.2f} ms")
     return result
 
@@ -353,26 +358,30 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     lossless = results["lossless"]
     axes[0].bar(list(lossless), [v["saved_pct"] for v in lossless.values()], color="tab:green")
     axes[0].set(title="lossless: tokens saved", ylabel="% of prompt tokens")
     axes[0].tick_params(axis="x", labelrotation=15)
     ratios = results["auto_qa"]["ratios"]
-    for key, style in (("auto", "o-"), ("first_tokens", "s--"), ("random", "^:")):
-        axes[1].plot(list(ratios), [100 * v[key] for v in ratios.values()], style, label=key)
-    hard = results["auto_qa_hard_distractors"]["ratios"]
-    axes[1].plot(list(hard), [100 * v["auto"] for v in hard.values()], "o-.", label="auto, hard distractors")
+    for key, style, label in (("auto", "o-", "auto (lexical)"), ("first_tokens", "s--", "first N tokens"),
+                              ("random", "^:", "random passages")):
+        axes[1].plot(list(ratios), [100 * v[key] for v in ratios.values()], style, label=label)
+    for key, style, label in (("auto_qa_hard_distractors", "o-.", "auto (lexical), hard distractors"),
+                              ("auto_qa_embedding", "D-", "auto (embedding)"),
+                              ("auto_qa_embedding_hard_distractors", "D-.", "auto (embedding), hard")):
+        series = results[key]["ratios"]
+        axes[1].plot(list(series), [100 * v["auto"] for v in series.values()], style, label=label)
     axes[1].axhline(95, color="grey", linewidth=0.8)
     title = f"auto: answer survives (NQ, n={results['auto_qa']['questions']})"
     axes[1].set(title=title, ylabel="%", ylim=(0, 101))
-    axes[1].legend()
+    axes[1].legend(fontsize=8)
     timing = results["timing"]
-    names = ["lossless", "auto_cached_embeddings", "auto_embedding_with_model"]
+    names = ["lossless", "auto_lexical", "auto_cached_embeddings", "auto_embedding_with_model"]
     x = np.arange(len(names))
     axes[2].bar(x - 0.2, [timing[n]["p50_ms"] for n in names], 0.4, label="p50")
     axes[2].bar(x + 0.2, [timing[n]["p99_ms"] for n in names], 0.4, label="p99")
-    axes[2].set_xticks(x, ["lossless", "auto\n(cached emb.)", "auto\n(model emb.)"])
+    axes[2].set_xticks(x, ["lossless", "auto\n(lexical)", "auto\n(cached emb.)", "auto\n(model emb.)"])
     axes[2].set(title=f"time, {timing['prompt_tokens']}-token prompt", ylabel="ms", yscale="log")
     axes[2].legend()
     fig.tight_layout()
@@ -401,8 +410,10 @@ async def main() -> None:
         return
     results: dict[str, Any] = {"model_tokenizer": MODEL, "quick": args.quick}
     results["lossless"] = await bench_lossless(rows, 5 if args.quick else 20)
-    results["auto_qa"] = await bench_auto(rows, questions, embed, args.seed, hard=False)
-    results["auto_qa_hard_distractors"] = await bench_auto(rows, questions, embed, args.seed, hard=True)
+    for scorer, suffix in (("lexical", ""), ("embedding", "_embedding")):
+        results[f"auto_qa{suffix}"] = await bench_auto(rows, questions, embed, args.seed, False, scorer)
+        results[f"auto_qa{suffix}_hard_distractors"] = await bench_auto(rows, questions, embed, args.seed, True,
+                                                                        scorer)
     results["timing"] = await bench_timing(rows, embed, 30 if args.quick else 200, 3 if args.quick else 10)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compression.json").write_text(json.dumps(results, indent=2) + "\n")

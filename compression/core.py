@@ -28,7 +28,8 @@ async def _auto(
     """Passage selection in the last user message, then history trimming; returns counts dropped."""
     passages_dropped = 0
     target = _last_user_index(messages)
-    if embed is not None and target is not None and target >= protected:
+    scorer_ready = embed is not None or options.auto_scorer == "lexical"
+    if scorer_ready and target is not None and target >= protected:
         selection = await select_passages(
             messages[target], embed, options, lambda text: count_text_tokens(text, model)
         )
@@ -52,7 +53,8 @@ async def compress(
     """Compress a chat message list for ``model``; the input is never mutated.
 
     ``OFF`` returns the very same list. ``LOSSLESS`` normalises text without changing meaning. ``AUTO``
-    adds query-aware selection in the last user message (only with ``embed``) and trimming of old
+    adds query-aware selection in the last user message (with ``embed``, or with the ``lexical`` scorer,
+    which needs none) and trimming of old
     history to the context window (only when the window is known). Output is deterministic, and nothing
     at or before the last ``cache_control`` marker changes.
     """

@@ -3,8 +3,9 @@
 The message's first paragraph and its last are edges, always kept; one of them must read as a question
 (a "?", a "Question:" label, or an opening interrogative word), else nothing is selected: without a
 question there is nothing to rank by, and summarising or rewriting a whole document needs all of it.
-The passages in between are ranked by cosine similarity to the question and the best are kept, in their
-original order, until about 1/ratio of their tokens is used. Scores are rounded before ranking so
+The passages in between are ranked by cosine similarity of their embeddings to the question's (or, with
+the ``lexical`` scorer, by BM25) and the best are kept, in their original order, until about 1/ratio of
+their tokens is used. Scores are rounded before ranking so
 last-bit noise from batched embedding cannot reorder near-ties; ties go to the earlier passage.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from compression.lexical import bm25_scores
 from compression.lossless import is_text_part
 from compression.passages import Layout, Passage, layout
 from compression.values import CompressionOptions, EmbedFn
@@ -113,7 +115,7 @@ def _with_texts(message: dict[str, Any], texts: list[str | None]) -> dict[str, A
 
 
 async def select_passages(
-    message: dict[str, Any], embed: EmbedFn, options: CompressionOptions, count: Callable[[str], int]
+    message: dict[str, Any], embed: EmbedFn | None, options: CompressionOptions, count: Callable[[str], int]
 ) -> Selection | None:
     """The message with its least relevant passages dropped, or None when selection does not apply."""
     texts = _texts(message)
@@ -122,7 +124,13 @@ async def select_passages(
     doc_tokens = sum(p.tokens for p in lay.middle)
     if query is None or doc_tokens <= options.auto_min_tokens or len(lay.middle) < 2:
         return None
-    scores = await _scores(embed, query, [texts[p.part][p.start : p.end] for p in lay.middle])
+    passages = [texts[p.part][p.start : p.end] for p in lay.middle]
+    if options.auto_scorer == "lexical":
+        scores: np.ndarray | None = bm25_scores(query, passages)
+    elif embed is not None:
+        scores = await _scores(embed, query, passages)
+    else:
+        return None
     if scores is None:
         return None
     chosen = _rank(scores, lay.middle, doc_tokens / options.auto_ratio)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -45,6 +46,8 @@ class CompressionOptions:
     """Prompt limit override; else the model's from LiteLLM; None and unknown mean no history trimming."""
     history_block: int = 8
     """Old history is dropped in whole blocks of this many messages, so the prompt start stays stable."""
+    auto_scorer: Literal["embedding", "lexical"] = "embedding"
+    """How passages are ranked: cosine of ``embed`` vectors to the question, or BM25 (no model, ~1 ms)."""
 
     def __post_init__(self) -> None:
         if self.auto_min_tokens < 0:
@@ -53,6 +56,8 @@ class CompressionOptions:
             raise CompressionError(f"auto_ratio must be >= 1, got {self.auto_ratio}")
         if self.context_window is not None and self.context_window <= 0:
             raise CompressionError(f"context_window must be positive, got {self.context_window}")
+        if self.auto_scorer not in ("embedding", "lexical"):
+            raise CompressionError(f"auto_scorer must be 'embedding' or 'lexical', got {self.auto_scorer!r}")
         if self.history_block < 1:
             raise CompressionError(f"history_block must be >= 1, got {self.history_block}")
 

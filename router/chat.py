@@ -86,7 +86,8 @@ def _level(request: web.Request, ex: Exchange) -> Level:
 async def _compress(request: web.Request, body: dict[str, Any], ex: Exchange) -> tuple[dict, CompressionReport]:
     settings = request.app[SETTINGS].deja.compression
     embedder = request.app.get(EMBEDDER)
-    options = CompressionOptions(auto_min_tokens=settings.auto_min_tokens, auto_ratio=settings.auto_ratio)
+    options = CompressionOptions(auto_min_tokens=settings.auto_min_tokens, auto_ratio=settings.auto_ratio,
+                                 auto_scorer=settings.auto_scorer)
     messages, report = await compress(body["messages"], level=_level(request, ex), model=ex.model,
                                       embed=embedder.embed if embedder is not None else None, options=options)
     ex.prompt_tokens_client, ex.prompt_tokens_sent = report.tokens_original, report.tokens_sent

@@ -49,6 +49,7 @@ class CompressionSettings(_Section):
     per_model: dict[str, Literal["off", "lossless", "auto"]] = Field(default_factory=dict)
     auto_min_tokens: int = Field(2000, ge=0)
     auto_ratio: float = Field(4.0, ge=1.0)
+    auto_scorer: Literal["lexical", "embedding"] = "lexical"
 
 
 class LimitsSettings(_Section):

@@ -73,3 +73,16 @@ async def test_level_from_the_key(tmp_path: Path, upstream: FakeOpenAI) -> None:
         assert headers["X-Deja-Prompt-Tokens-Original"] == headers["X-Deja-Prompt-Tokens-Sent"]
     finally:
         await server.close()
+
+
+async def test_auto_selects_passages_lexically_without_an_embedding_model(deja: Deja, upstream: FakeOpenAI) -> None:
+    # the cache (and so the embedding model) is off in this app: `auto` ranks passages by BM25
+    filler = " ".join(["Quarterly figures were reviewed by the finance committee and filed."] * 12)
+    docs = [f"Report {i}: {filler}" for i in range(40)]
+    docs[23] = "Report 23: The Zorblat plant in Quuxville closed on 4 March after the flood. " + filler
+    question = "Question: when did the Zorblat plant close?"
+    content = "\n\n".join(["Answer from the reports below.", *docs, question])
+    headers = await post(deja, [{"role": "user", "content": content}], {"X-Deja-Compression": "auto"})
+    sent = upstream.received[-1].body["messages"][0]["content"]
+    assert int(headers["X-Deja-Prompt-Tokens-Sent"]) * 3 < int(headers["X-Deja-Prompt-Tokens-Original"])
+    assert docs[23] in sent and sent.startswith("Answer from the reports below.") and sent.endswith(question)
