@@ -1,14 +1,15 @@
 """Sentence embeddings for the semantic cache, batched off the event loop.
 
-``SentenceTransformerEmbedder`` runs the model in ONE dedicated worker thread. Concurrent ``embed()`` calls
-are gathered into micro-batches: the batcher takes the first waiting text, then waits at most ``max_wait_ms``
-for more, up to ``max_batch`` texts, and encodes them in one call. While a batch encodes, the next gathers.
-Recent texts are served from an LRU without touching the model.
+``MicroBatchEmbedder`` (the base of the torch and ONNX embedders) runs the model in ONE dedicated worker
+thread. Concurrent ``embed()`` calls are gathered into micro-batches: the batcher takes the first waiting
+text, then waits at most ``max_wait_ms`` for more, up to ``max_batch`` texts, and encodes them in one call.
+While a batch encodes, the next gathers. Recent texts are served from an LRU without touching the model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -82,32 +83,27 @@ class _Item:
         self.future = future
 
 
-class SentenceTransformerEmbedder:
-    """An ``Embedder`` over a local sentence-transformers model, micro-batched in one worker thread."""
+class MicroBatchEmbedder:
+    """What every local embedder shares: an LRU of recent texts, and a batcher that gathers concurrent
+    ``embed()`` calls into micro-batches encoded by ``_encode`` in one dedicated worker thread.
 
-    def __init__(
-        self,
-        model_path: str | None = None,
-        *,
-        max_batch: int = 64,
-        max_wait_ms: float = 2.0,
-        threads: int | None = None,
-        on_batch: Callable[[int, float], None] | None = None,
+    Subclasses set ``dim`` and call ``_init_batching`` in ``__init__``, and implement ``_encode``.
+    """
+
+    dim: int
+    _thread_name = "deja-embed"
+
+    def _init_batching(
+        self, *, max_batch: int, max_wait_ms: float, threads: int | None,
+        on_batch: Callable[[int, float], None] | None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
-        self._model = _load_model(model_path)
-        getter = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
-        dim = getter()
-        if dim is None:
-            raise EmbeddingFailedError("the embedding model does not report its dimension")
-        self.dim: int = int(dim)
         self.max_batch = max_batch
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.threads = threads if threads is not None else DEFAULT_THREADS
         self._on_batch = on_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deja-embed")
-        self._executor.submit(self._set_threads).result()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._thread_name)
         self._lru: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lru_size = DEFAULT_LRU_SIZE
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -115,25 +111,9 @@ class SentenceTransformerEmbedder:
         self._batcher: asyncio.Task[None] | None = None
         self._closed = False
 
-    @classmethod
-    async def create(
-        cls,
-        model_path: str | None = None,
-        *,
-        max_batch: int = 64,
-        max_wait_ms: float = 2.0,
-        threads: int | None = None,
-        on_batch: Callable[[int, float], None] | None = None,
-    ) -> SentenceTransformerEmbedder:
-        """Build an embedder, loading the model in a thread so the event loop keeps running."""
-        return await asyncio.to_thread(
-            cls, model_path, max_batch=max_batch, max_wait_ms=max_wait_ms, threads=threads, on_batch=on_batch
-        )
-
-    def _set_threads(self) -> None:
-        import torch
-
-        torch.set_num_threads(self.threads)
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), dim) float32, rows L2-normalised; runs in the worker thread."""
+        raise NotImplementedError
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         if self._closed:
@@ -154,10 +134,8 @@ class SentenceTransformerEmbedder:
         self._closed = True
         if self._batcher is not None and self._loop is asyncio.get_running_loop():
             self._batcher.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._batcher
-            except asyncio.CancelledError:
-                pass
         if self._queue is not None:
             while not self._queue.empty():
                 item = self._queue.get_nowait()
@@ -184,7 +162,7 @@ class SentenceTransformerEmbedder:
             # First use, or a new event loop (tests run one loop per test): a fresh queue and batcher.
             self._loop = loop
             self._queue = asyncio.Queue()
-            self._batcher = loop.create_task(self._run_batcher(self._queue), name="deja-embed-batcher")
+            self._batcher = loop.create_task(self._run_batcher(self._queue), name=f"{self._thread_name}-batcher")
         future: asyncio.Future[np.ndarray] = loop.create_future()
         assert self._queue is not None
         self._queue.put_nowait(_Item(text, future))
@@ -212,10 +190,9 @@ class SentenceTransformerEmbedder:
             batch = [item for item in await self._gather(queue) if not item.future.done()]
             if not batch:
                 continue
-            texts = [item.text for item in batch]
             started = time.perf_counter()
             try:
-                vectors = await loop.run_in_executor(self._executor, self._encode, texts)
+                vectors = await loop.run_in_executor(self._executor, self._encode, [item.text for item in batch])
             except Exception as exc:  # noqa: BLE001 - delivered to every waiter of the batch
                 error = exc if isinstance(exc, EmbedderError) else EmbeddingFailedError(str(exc))
                 for item in batch:
@@ -229,6 +206,50 @@ class SentenceTransformerEmbedder:
                     item.future.set_result(vector)
             if self._on_batch is not None:
                 self._on_batch(len(batch), elapsed)
+
+
+class SentenceTransformerEmbedder(MicroBatchEmbedder):
+    """An ``Embedder`` over a local sentence-transformers model (torch), micro-batched in one worker thread."""
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        *,
+        max_batch: int = 64,
+        max_wait_ms: float = 2.0,
+        threads: int | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self._model = _load_model(model_path)
+        getter = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        dim = getter()
+        if dim is None:
+            raise EmbeddingFailedError("the embedding model does not report its dimension")
+        self.dim = int(dim)
+        self._init_batching(max_batch=max_batch, max_wait_ms=max_wait_ms, threads=threads, on_batch=on_batch)
+        self._executor.submit(self._set_threads).result()
+
+    @classmethod
+    async def create(
+        cls,
+        model_path: str | None = None,
+        *,
+        max_batch: int = 64,
+        max_wait_ms: float = 2.0,
+        threads: int | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> SentenceTransformerEmbedder:
+        """Build an embedder, loading the model in a thread so the event loop keeps running."""
+        return await asyncio.to_thread(
+            cls, model_path, max_batch=max_batch, max_wait_ms=max_wait_ms, threads=threads, on_batch=on_batch
+        )
+
+    def _set_threads(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         try:

@@ -19,23 +19,14 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from cache.embedder import (
-    DEFAULT_LRU_SIZE,
-    DEFAULT_THREADS,
-    EmbedderClosedError,
-    EmbedderError,
-    EmbeddingFailedError,
-)
+from cache.embedder import DEFAULT_THREADS, EmbedderError, EmbeddingFailedError, MicroBatchEmbedder
 
 Precision = Literal["fp32", "int8"]
 #: Bumped whenever the exported graph changes, so stale cached exports are never reused.
@@ -270,16 +261,10 @@ def length_buckets(lengths: Sequence[int], slack: float = BUCKET_SLACK, max_size
     return buckets
 
 
-class _Item:
-    __slots__ = ("text", "future")
-
-    def __init__(self, text: str, future: asyncio.Future[np.ndarray]) -> None:
-        self.text = text
-        self.future = future
-
-
-class OnnxEmbedder:
+class OnnxEmbedder(MicroBatchEmbedder):
     """An ``Embedder`` over an ONNX export of a local sentence-transformers model, micro-batched in one thread."""
+
+    _thread_name = "deja-embed-onnx"
 
     def __init__(
         self,
@@ -303,113 +288,13 @@ class OnnxEmbedder:
             self._runner = _OnnxRunner(self.onnx_path, model_path, threads=self.threads, max_seq_length=max_seq_length)
         except Exception as exc:  # noqa: BLE001 - onnxruntime/tokenizers failures become ours
             raise EmbeddingFailedError(f"cannot load ONNX model {str(self.onnx_path)!r}: {exc}") from exc
-        self.dim: int = self._runner.dim
-        self.max_batch = max_batch
-        self.max_wait = max(0.0, max_wait_ms) / 1000.0
-        self._on_batch = on_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deja-embed-onnx")
-        self._lru: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lru_size = DEFAULT_LRU_SIZE
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[_Item] | None = None
-        self._batcher: asyncio.Task[None] | None = None
-        self._closed = False
+        self.dim = self._runner.dim
+        self._init_batching(max_batch=max_batch, max_wait_ms=max_wait_ms, threads=self.threads, on_batch=on_batch)
 
     @classmethod
     async def create(cls, model_path: str | None = None, **kwargs: Any) -> OnnxEmbedder:
         """Build an embedder (exporting at first use) in a thread so the event loop keeps running."""
         return await asyncio.to_thread(lambda: cls(model_path, **kwargs))
-
-    async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if self._closed:
-            raise EmbedderClosedError("embedder is closed")
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        waiting: dict[str, asyncio.Future[np.ndarray]] = {}
-        for text in texts:
-            if text not in waiting and self._lru_get(text) is None:
-                waiting[text] = self._submit(text)
-        if waiting:
-            await asyncio.gather(*waiting.values())
-        for i, text in enumerate(texts):
-            future = waiting.get(text)
-            out[i] = future.result() if future is not None else self._lru_get(text)
-        return out
-
-    async def close(self) -> None:
-        self._closed = True
-        if self._batcher is not None and self._loop is asyncio.get_running_loop():
-            self._batcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._batcher
-        if self._queue is not None:
-            while not self._queue.empty():
-                item = self._queue.get_nowait()
-                if not item.future.done():
-                    item.future.set_exception(EmbedderClosedError("embedder closed"))
-        self._batcher = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def _lru_get(self, text: str) -> np.ndarray | None:
-        vector = self._lru.get(text)
-        if vector is not None:
-            self._lru.move_to_end(text)
-        return vector
-
-    def _lru_put(self, text: str, vector: np.ndarray) -> None:
-        self._lru[text] = vector
-        self._lru.move_to_end(text)
-        while len(self._lru) > self._lru_size:
-            self._lru.popitem(last=False)
-
-    def _submit(self, text: str) -> asyncio.Future[np.ndarray]:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._batcher is None or self._batcher.done():
-            self._loop = loop  # first use, or a new event loop: a fresh queue and batcher
-            self._queue = asyncio.Queue()
-            self._batcher = loop.create_task(self._run_batcher(self._queue), name="deja-embed-onnx-batcher")
-        future: asyncio.Future[np.ndarray] = loop.create_future()
-        assert self._queue is not None
-        self._queue.put_nowait(_Item(text, future))
-        return future
-
-    async def _gather(self, queue: asyncio.Queue[_Item]) -> list[_Item]:
-        batch = [await queue.get()]
-        deadline = time.monotonic() + self.max_wait
-        while len(batch) < self.max_batch:
-            if not queue.empty():
-                batch.append(queue.get_nowait())
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(queue.get(), remaining))
-            except TimeoutError:
-                break
-        return batch
-
-    async def _run_batcher(self, queue: asyncio.Queue[_Item]) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [item for item in await self._gather(queue) if not item.future.done()]
-            if not batch:
-                continue
-            started = time.perf_counter()
-            try:
-                vectors = await loop.run_in_executor(self._executor, self._encode, [item.text for item in batch])
-            except Exception as exc:  # noqa: BLE001 - delivered to every waiter of the batch
-                error = exc if isinstance(exc, EmbedderError) else EmbeddingFailedError(str(exc))
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(error)
-                continue
-            elapsed = time.perf_counter() - started
-            for item, vector in zip(batch, vectors, strict=True):
-                self._lru_put(item.text, vector)
-                if not item.future.done():
-                    item.future.set_result(vector)
-            if self._on_batch is not None:
-                self._on_batch(len(batch), elapsed)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         try:
