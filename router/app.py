@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 from typing import Any
 
@@ -70,21 +71,26 @@ def check_bind(settings: Settings, host: str) -> None:
 async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting, finish in-flight requests and drain the usage queue."""
     check_bind(settings, host)
-    app = create_app(settings)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=30)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
-    await site.start()
-    if settings.effective_master_key:
-        log.info("deja listening on http://%s:%s (virtual keys required)", host, port)
-    else:
-        log.warning("deja listening on http://%s:%s OPEN: no master key configured, no authentication", host, port)
+    # Signals first: a SIGTERM while start-up runs (connecting storage, loading models) lets start-up finish,
+    # then shuts down cleanly, instead of killing the process half-initialised.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    log.info("deja starting (pid %d)", os.getpid())
+    app = create_app(settings)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=30)
+    await runner.setup()
     try:
-        await stop.wait()
+        if not stop.is_set():
+            site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+            await site.start()
+            if settings.effective_master_key:
+                log.info("deja listening on http://%s:%s (virtual keys required)", host, port)
+            else:
+                log.warning("deja listening on http://%s:%s OPEN: no master key configured, no authentication",
+                            host, port)
+            await stop.wait()
     finally:
         log.info("deja shutting down: finishing requests and draining the usage queue")
         await runner.cleanup()

@@ -22,7 +22,13 @@ from router.config import ConfigError, Settings
 log = logging.getLogger("deja")
 
 
+def _exit_before_serving(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)  # nothing accepted yet, so nothing to finish; serve() replaces this handler
+
+
 def _worker(settings: Settings, host: str, port: int) -> None:
+    signal.signal(signal.SIGTERM, _exit_before_serving)
+    signal.signal(signal.SIGINT, _exit_before_serving)
     from router.logs import setup_logging
 
     setup_logging(settings.deja.log_level, settings.deja.log_format)
@@ -48,28 +54,38 @@ def run_workers(settings: Settings, host: str, port: int, workers: int) -> int:
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(settings, host, port), name=f"deja-worker-{i}")
              for i in range(workers)]
-    for proc in procs:
-        proc.start()
     stopping = False
+    signalled: set[int] = set()
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
         for proc in procs:
-            if proc.is_alive() and proc.pid:
+            if proc.pid and proc.pid not in signalled and proc.is_alive():
+                signalled.add(proc.pid)
                 os.kill(proc.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for proc in procs:
+        if not stopping:
+            proc.start()
     try:
         while any(p.is_alive() for p in procs):
-            if not stopping and any(p.exitcode not in (None, 0) for p in procs):
+            if stopping:
+                stop(signal.SIGTERM, None)  # reaches a worker whose start raced with the signal
+            elif any(p.exitcode not in (None, 0) for p in procs):
                 log.error("a worker exited; stopping the others")
                 stop(signal.SIGTERM, None)
             time.sleep(0.2)
     finally:
         for proc in procs:
-            proc.join(timeout=60)
+            if proc.pid is not None:
+                proc.join(timeout=60)
         if owned_dir:
             shutil.rmtree(owned_dir, ignore_errors=True)
-    return 0 if all(p.exitcode == 0 for p in procs) else 1
+    # A worker we signalled while it was still booting dies of the default SIGTERM action before serve() takes
+    # the signal over; it had accepted nothing, so that is a clean stop too.
+    clean = {0} | ({-signal.SIGTERM} if stopping else set())
+    started = [p for p in procs if p.pid is not None]  # a stop during spawning leaves the rest unstarted
+    return 0 if all(p.exitcode in clean and (p.exitcode == 0 or p.pid in signalled) for p in started) else 1

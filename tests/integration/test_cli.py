@@ -32,6 +32,21 @@ async def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 
     raise AssertionError("deja did not start in time")
 
 
+async def _wait_for_log(proc: subprocess.Popen[bytes], text: bytes, timeout: float = 90.0) -> list[bytes]:
+    """Read ``proc``'s stderr up to the first line holding ``text``; the lines read so far."""
+    assert proc.stderr is not None
+    seen: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), deadline - time.monotonic())
+        if not line:
+            raise AssertionError(f"deja exited before logging {text!r}: {b''.join(seen).decode()[-2000:]}")
+        seen.append(line)
+        if text in line:
+            return seen
+    raise AssertionError(f"deja did not log {text!r} in time")
+
+
 def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEJA_")}
     env.update({"DEJA_DATABASE_URL": f"sqlite:///{tmp_path}/deja.db", "DEJA_SIM__DELAY_MS": "50",
@@ -132,3 +147,23 @@ async def test_open_bind_needs_the_explicit_flag(tmp_path: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=60)
     assert b"OPEN: no master key" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_during_start_up_stops_cleanly(tmp_path: Path, redis_url: str, redis_prefix: str,
+                                                     workers: int) -> None:
+    env = {**_env(tmp_path), "PYTHONPATH": str(ROOT), "DEJA_REDIS_URL": redis_url, "DEJA_REDIS_PREFIX": redis_prefix}
+    proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--port", str(free_port()),
+                             "--workers", str(workers)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        seen = await _wait_for_log(proc, b"deja starting")  # a worker is in start-up: storage, models, Redis
+        proc.terminate()
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = b"".join(seen) + err
+    assert proc.returncode == 0, log.decode()[-2000:]
+    assert b"Traceback" not in log
