@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,27 +21,12 @@ from router.auth import (
     hash_secret,
 )
 from router.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
+from router.storage.models import KeyRecord as Record
 
 MASTER_KEY = "master-key-for-tests"
 T0 = 1_700_000_000.0
 
 
-@dataclass
-class Record:  # the attributes of router.storage.KeyRecord
-    id: str
-    name: str
-    tenant: str
-    secret_hash: str
-    prefix: str
-    allowed_models: list[str] = field(default_factory=list)
-    rpm: int | None = None
-    tpm: int | None = None
-    budget_usd: float | None = None
-    budget_period: str | None = None
-    expires_at: float | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    created_at: float = T0
-    revoked_at: float | None = None
 
 
 class Clock:
@@ -60,7 +45,8 @@ class Store:
 
     def create(self, **fields: Any) -> tuple[str, Record]:
         secret, digest, prefix = generate_secret()
-        record = Record(id=f"key-{len(self.records)}", secret_hash=digest, prefix=prefix, **fields)
+        record = Record(id=f"key-{len(self.records)}", secret_hash=digest, prefix=prefix,
+                        **{"created_at": T0, **fields})
         self.records[digest] = record
         return secret, record
 
@@ -233,7 +219,7 @@ async def test_unknown_keys_are_cached_briefly(authn: Authenticator, store: Stor
         with pytest.raises(AuthenticationError):
             await authn.authenticate(bearer(secret))
     assert store.lookups == 1
-    store.records[digest] = Record(id="late", name="n", tenant="t", secret_hash=digest, prefix=prefix)
+    store.records[digest] = Record(id="late", name="n", tenant="t", secret_hash=digest, prefix=prefix, created_at=T0)
     clock.now += 1.0
     assert (await authn.authenticate(bearer(secret))).key_id == "late"
 
