@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from cache.embedder import Embedder, EmbedderClosedError, SentenceTransformerEmbedder, _load_model  # noqa: E402
+from tests.unit.cache.loop_probe import LONG_TEXTS, loop_ticks_per_encode  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -95,34 +96,11 @@ async def test_repeated_texts_come_from_the_lru(loaded_model: object) -> None:
 
 async def test_event_loop_keeps_running_while_encoding(loaded_model: object) -> None:
     emb = await SentenceTransformerEmbedder.create()
-    ticks = 0
-    during: list[int] = []  # ticker progress measured across each model call
-    encode = emb._encode
-
-    def counting_encode(texts: list[str]) -> np.ndarray:
-        before = ticks
-        out = encode(texts)
-        during.append(ticks - before)
-        return out
-
-    emb._encode = counting_encode  # type: ignore[method-assign]
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
     try:
-        await emb.embed([f"a fairly long question number {i} that the model has to encode" for i in range(64)])
+        during = await loop_ticks_per_encode(emb, LONG_TEXTS)
     finally:
-        stop.set()
-        await task
         await emb.close()
-    # Had the model run on the event loop, the ticker could not advance while it encodes (0 for every call).
-    assert during and min(during) > 10
+    assert during and min(during) > 10  # the model ran off the event loop
 
 
 async def test_closed_embedder_refuses(loaded_model: object) -> None:

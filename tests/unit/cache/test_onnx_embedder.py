@@ -25,6 +25,7 @@ from cache.embedder import (  # noqa: E402
     create_embedder,
 )
 from cache.onnx_embedder import OnnxEmbedder, ensure_onnx_model, length_buckets  # noqa: E402
+from tests.unit.cache.loop_probe import LONG_TEXTS, loop_ticks_per_encode  # noqa: E402
 
 QQP = Path(__file__).resolve().parents[4] / "shared" / "data" / "qqp-dev.jsonl"
 
@@ -168,32 +169,8 @@ async def test_max_batch_and_lru(onnx_files: dict[str, Path]) -> None:
 
 @pytest.mark.slow
 async def test_event_loop_keeps_running_while_encoding(int8: OnnxEmbedder) -> None:
-    ticks = 0
-    during: list[int] = []
-    encode = int8._encode
-
-    def counting_encode(texts: list[str]) -> np.ndarray:
-        before = ticks
-        out = encode(texts)
-        during.append(ticks - before)
-        return out
-
-    int8._encode = counting_encode  # type: ignore[method-assign]
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    try:
-        await int8.embed([f"a fairly long question number {i} that the model has to encode" for i in range(64)])
-    finally:
-        stop.set()
-        await task
-    assert during and min(during) > 10  # had it run on the loop, the ticker could not advance
+    during = await loop_ticks_per_encode(int8, LONG_TEXTS)
+    assert during and min(during) > 10  # the model ran off the event loop
 
 
 @pytest.mark.slow
