@@ -114,7 +114,10 @@ async def _lookup(request: web.Request, body: dict[str, Any], ex: Exchange,
         return scope, query, None
     metrics = request.app[METRICS]
     try:
-        result = await cache.lookup(scope, body, query, threshold=controls.threshold)
+        threshold = controls.threshold
+        if threshold is None:
+            threshold = request.app[SETTINGS].deja.cache.threshold  # None: the verifier's calibrated floor
+        result = await cache.lookup(scope, body, query, threshold=threshold)
     except CacheUnavailableError:
         metrics.cache_errors.inc()
         metrics.cache_lookups.labels(result="error").inc()

@@ -88,7 +88,6 @@ class DejaSettings(_Section):
     log_format: Literal["auto", "json", "text"] = "auto"
     log_prompts: bool = False
     keepalive_seconds: float = Field(15.0, gt=0)
-    request_timeout: float = Field(600.0, gt=0)
     key_cache_ttl: float = Field(1.0, ge=0)
     sim: SimSettings = SimSettings()
     cache: CacheSettings = CacheSettings()

@@ -72,6 +72,23 @@ async def test_semantic_hit_on_paraphrase(deja: Deja, upstream: FakeOpenAI) -> N
     assert len(upstream.received) == 1
 
 
+async def test_configured_threshold_applies_and_the_header_overrides_it(tmp_path: Path, upstream: FakeOpenAI) -> None:
+    server = await start_deja(make_settings(tmp_path, upstream, cache={"threshold": 0.999}))
+    try:
+        client = sdk(server)
+        await client.chat.completions.create(model="gpt-4o-mini", messages=ask("How do I reverse a list in Python?"))
+        await server.settled()
+        paraphrase = ask("How can I reverse a Python list?")  # a semantic hit at the default floor (test above)
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=paraphrase, extra_headers={"X-Deja-Cache-Threshold": "0.95"})
+        assert raw.headers["X-Deja-Cache"] == "hit-semantic"  # the header wins over cache.threshold
+        raw = await client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=paraphrase)
+        assert raw.headers["X-Deja-Cache"] == "miss"  # its similarity is below cache.threshold
+        assert len(upstream.received) == 2
+    finally:
+        await server.close()
+
+
 async def test_hard_negative_is_not_served(deja: Deja, upstream: FakeOpenAI) -> None:
     client = sdk(deja)
     await client.chat.completions.create(model="gpt-4o-mini",
