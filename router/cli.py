@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--group-by", choices=["day", "model", "key", "tenant"])
     usage.add_argument("--json", action="store_true")
     db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="action", required=True)
-    db.add_parser("migrate")
+    migrate = db.add_parser("migrate")
+    for leaf in (create, lst, revoke, update, usage, migrate):  # `--config` also after the command, as for serve
+        leaf.add_argument("--config", "-c", dest="config_sub", help="YAML config file")
     return p
 
 

@@ -236,3 +236,9 @@ async def test_cli_keys_and_usage_table(tmp_path: Path, upstream: FakeOpenAI) ->
     migrate = subprocess.run([sys.executable, "-m", "router.cli", "db", "migrate"], env=env, capture_output=True,
                              timeout=120, cwd=tmp_path)
     assert migrate.returncode == 0 and "applied now: nothing" in migrate.stdout.decode()
+    # the database from a config file given after the command, as `deja serve --config` takes it
+    (tmp_path / "c.yaml").write_text(f"deja:\n  database_url: sqlite:///{tmp_path}/u.db\n")
+    env.pop("DEJA_DATABASE_URL")
+    listed = subprocess.run([sys.executable, "-m", "router.cli", "keys", "list", "--config", "c.yaml"], env=env,
+                            capture_output=True, timeout=120, cwd=tmp_path)
+    assert listed.returncode == 0 and key["id"] in listed.stdout.decode(), listed.stderr.decode()
