@@ -1,4 +1,5 @@
-"""The admin API (master key; a virtual key may read its own usage).
+"""The admin API (master key; a virtual key may read its own usage; without a master key, local clients may
+read usage and requests).
 
 - ``POST/GET /admin/keys``, ``GET/PATCH/DELETE /admin/keys/{id}``: virtual keys (``?tenant=`` filters lists)
 - ``GET /admin/usage?since=&until=&tenant=&key=&model=&group_by=day|model|key|tenant``
@@ -8,6 +9,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import asdict
 from datetime import datetime
@@ -82,10 +84,23 @@ def _time(value: str | None, name: str) -> float | None:
     return parsed.timestamp()
 
 
+def _is_local(request: web.Request) -> bool:
+    try:
+        return ipaddress.ip_address((request.remote or "").split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
 async def _reader(request: web.Request) -> Principal:
-    """The master key reads everything; a virtual key reads only its own usage."""
+    """The master key reads everything; a virtual key reads only its own usage. Without a master key (open
+    mode) only local clients may read: a gateway opened with allow_open_bind must not hand out stored prompts."""
     principal = await request.app[AUTH].authenticate(request.headers)
-    if principal.is_master or request.app[AUTH].open:
+    if principal.is_master:
+        return principal
+    if request.app[AUTH].open:
+        if not _is_local(request):
+            raise err.PermissionDeniedError(
+                "Without a master key, usage and requests can be read only from this machine.", code="admin_only")
         return principal
     if principal.key_id is None:
         raise err.PermissionDeniedError("The admin API needs the master key.", code="admin_only")
