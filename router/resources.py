@@ -105,7 +105,8 @@ async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
 def _needs_embedder(app: web.Application) -> bool:
     deja = app[SETTINGS].deja
     wants_auto = deja.compression.default == "auto" or "auto" in deja.compression.per_model.values()
-    return (deja.cache.enabled and deja.cache.semantic) or wants_auto
+    auto_embeds = deja.compression.auto_scorer == "embedding" and wants_auto
+    return (deja.cache.enabled and deja.cache.semantic) or auto_embeds
 
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
