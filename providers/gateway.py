@@ -20,6 +20,7 @@ from typing import Any  # noqa: E402
 import aiohttp  # noqa: E402
 import litellm  # noqa: E402
 
+from providers.direct import DejaRouter, DirectResult, DirectStream  # noqa: E402
 from providers.errors import ProviderError, UnknownModelError, translate  # noqa: E402
 from providers.shape import clean_chunk, clean_completion  # noqa: E402
 from providers.sim import PROVIDER as SIM_PROVIDER  # noqa: E402
@@ -49,7 +50,7 @@ class Served:
 class Gateway:
     def __init__(self, model_list: list[dict[str, Any]], *, router_settings: dict[str, Any] | None = None,
                  litellm_settings: dict[str, Any] | None = None, sim_delay_ms: float = 300.0,
-                 sim_word_delay_ms: float = 15.0) -> None:
+                 sim_word_delay_ms: float = 15.0, direct_openai: bool = True) -> None:
         self.sim = SimLLM(delay_ms=sim_delay_ms, word_delay_ms=sim_word_delay_ms)
         if not model_list:
             model_list = [{"model_name": "sim", "litellm_params": {"model": "sim/sim"}}]
@@ -62,7 +63,7 @@ class Gateway:
                 setattr(litellm, key, value)
         settings = {**_ROUTER_DEFAULTS, **(router_settings or {})}
         try:
-            self.router = litellm.Router(model_list=self.model_list, **settings)
+            self.router = DejaRouter(model_list=self.model_list, direct=direct_openai, **settings)
         except TypeError as exc:
             raise ValueError(f"router_settings: {exc}") from exc
         self._http: aiohttp.ClientSession | None = None
@@ -128,13 +129,13 @@ class Gateway:
     async def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
         try:
-            response = await self.router.acompletion(**body)
+            response = await self.router.acompletion(**body, deja_body=body)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise translate(exc) from exc
         served = self._served(getattr(response, "_hidden_params", None))
-        data = clean_completion(response.model_dump())
+        data = clean_completion(response.data if isinstance(response, DirectResult) else response.model_dump())
         usage = data.get("usage") or {}
         served.cost_usd = self.cost(served, body["model"], usage.get("prompt_tokens", 0),
                                     usage.get("completion_tokens", 0))
@@ -144,7 +145,7 @@ class Gateway:
         """Yield cleaned chunks; ``served`` is filled in once the upstream answered."""
         self.check_model(body["model"])
         try:
-            upstream = await self.router.acompletion(**body)
+            upstream = await self.router.acompletion(**body, deja_body=body)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -153,7 +154,7 @@ class Gateway:
         served.deployment, served.provider, served.litellm_model = found.deployment, found.provider, found.litellm_model
         try:
             async for chunk in upstream:
-                yield clean_chunk(chunk.model_dump())
+                yield clean_chunk(chunk if isinstance(chunk, dict) else chunk.model_dump())
         except (asyncio.CancelledError, GeneratorExit):
             await _close_stream(upstream)
             raise
@@ -201,6 +202,7 @@ class Gateway:
         return results
 
     async def close(self) -> None:
+        await self.router.aclose_direct()
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -208,6 +210,9 @@ class Gateway:
 
 async def _close_stream(upstream: Any) -> None:
     """Close the upstream HTTP stream now, so the provider stops generating (and billing)."""
+    if isinstance(upstream, DirectStream):
+        await upstream.aclose()
+        return
     inner = getattr(upstream, "completion_stream", None)
     for target in (inner, getattr(inner, "response", None)):
         closer = getattr(target, "aclose", None) or getattr(target, "close", None)

@@ -89,6 +89,8 @@ class DejaSettings(_Section):
     log_prompts: bool = False
     keepalive_seconds: float = Field(15.0, gt=0)
     key_cache_ttl: float = Field(1.0, ge=0)
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    direct_openai: bool = True  # OpenAI-compatible groups skip litellm.acompletion (providers/direct.py)
     sim: SimSettings = SimSettings()
     cache: CacheSettings = CacheSettings()
     compression: CompressionSettings = CompressionSettings()

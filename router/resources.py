@@ -90,7 +90,8 @@ async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         gateway = Gateway([m.model_dump() for m in settings.model_list], router_settings=settings.router_settings,
                           litellm_settings=settings.litellm_settings, sim_delay_ms=settings.deja.sim.delay_ms,
-                          sim_word_delay_ms=settings.deja.sim.word_delay_ms)
+                          sim_word_delay_ms=settings.deja.sim.word_delay_ms,
+                          direct_openai=settings.deja.direct_openai)
     except ValueError as exc:
         from router.config import ConfigError
 

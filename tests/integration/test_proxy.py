@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from providers.fake_openai import Behaviour, FakeOpenAI
+from router.appkeys import GATEWAY
 from tests.integration.harness import Deja, make_settings, start_deja
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
@@ -22,10 +23,17 @@ CALL = {"id": "call_abc123", "type": "function",
 NO_CACHE = {"Cache-Control": "no-store"}
 
 
+@pytest.fixture(params=[True, False], ids=["direct", "litellm"])
+def direct(request: pytest.FixtureRequest) -> bool:
+    """Every test runs on both call paths: deja's direct OpenAI path and LiteLLM's own ``acompletion``."""
+    return bool(request.param)
+
+
 @pytest.fixture
-async def deja(tmp_path: Path, upstream: FakeOpenAI) -> AsyncIterator[Deja]:
+async def deja(tmp_path: Path, upstream: FakeOpenAI, direct: bool) -> AsyncIterator[Deja]:
     server = await start_deja(make_settings(tmp_path, upstream, cache={"semantic": False},
-                                            max_body_bytes=64 * 1024))
+                                            max_body_bytes=64 * 1024, direct_openai=direct))
+    assert server.app[GATEWAY].router.is_direct("gpt-4o-mini") is direct
     yield server
     await server.close()
 
@@ -184,10 +192,10 @@ async def test_error_shapes(client: openai.AsyncOpenAI, deja: Deja, upstream: Fa
     shape(body)
 
 
-async def test_upstream_timeout_is_504(tmp_path: Path) -> None:
+async def test_upstream_timeout_is_504(tmp_path: Path, direct: bool) -> None:
     async with FakeOpenAI(default=Behaviour(kind="hang")) as up:
         settings = make_settings(tmp_path, up, config={"router_settings": {"num_retries": 0, "timeout": 0.5}},
-                                 cache={"enabled": False})
+                                 cache={"enabled": False}, direct_openai=direct)
         server = await start_deja(settings)
         try:
             client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
@@ -200,11 +208,11 @@ async def test_upstream_timeout_is_504(tmp_path: Path) -> None:
             await server.close()
 
 
-async def test_fallback_to_second_deployment(tmp_path: Path) -> None:
+async def test_fallback_to_second_deployment(tmp_path: Path, direct: bool) -> None:
     async with FakeOpenAI(default=Behaviour(kind="error", status=500)) as bad, FakeOpenAI() as good:
         settings = make_settings(tmp_path, bad, good, config={"router_settings": {
             "num_retries": 1, "retry_after": 0, "routing_strategy": "simple-shuffle", "enable_pre_call_checks":
-            False}}, cache={"enabled": False})
+            False}}, cache={"enabled": False}, direct_openai=direct)
         server = await start_deja(settings)
         try:
             client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
@@ -252,9 +260,10 @@ async def test_upstream_cut_midstream_gives_in_band_error(deja: Deja, upstream: 
     assert set(json.loads(events[-2])["error"]) == {"message", "type", "param", "code"}
 
 
-async def test_keepalive_comments_while_upstream_silent(tmp_path: Path) -> None:
+async def test_keepalive_comments_while_upstream_silent(tmp_path: Path, direct: bool) -> None:
     async with FakeOpenAI(default=Behaviour(delay=0.6, content="late")) as up:
-        server = await start_deja(make_settings(tmp_path, up, keepalive_seconds=0.2, cache={"enabled": False}))
+        server = await start_deja(make_settings(tmp_path, up, keepalive_seconds=0.2, cache={"enabled": False},
+                                                direct_openai=direct))
         try:
             body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "x"}]}
             async with aiohttp.ClientSession() as s, s.post(server.base_url + "/chat/completions", json=body) as r:
@@ -281,3 +290,21 @@ async def test_health(deja: Deja, upstream: FakeOpenAI) -> None:
         await upstream.close()  # the configured upstream stops answering
         async with s.get(deja.url + "/health/ready") as r:
             assert r.status == 503
+
+
+async def test_failing_deployment_is_cooled_down(tmp_path: Path, direct: bool) -> None:
+    """After a failure the Router cools the deployment down: the next request goes straight to the healthy one."""
+    async with FakeOpenAI(default=Behaviour(kind="error", status=500)) as bad, FakeOpenAI() as good:
+        settings = make_settings(tmp_path, bad, good, config={"router_settings": {
+            "num_retries": 1, "retry_after": 0, "allowed_fails": 0, "cooldown_time": 60}},
+            cache={"enabled": False}, direct_openai=direct)
+        server = await start_deja(settings)
+        try:
+            client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+            for text in ("one", "two", "three"):
+                result = await client.chat.completions.create(model="gpt-4o-mini",
+                                                              messages=[{"role": "user", "content": text}])
+                assert result.choices[0].message.content == f"Answer to: {text}"
+            assert len(bad.received) == 1 and len(good.received) == 3
+        finally:
+            await server.close()

@@ -1,0 +1,299 @@
+"""A direct path to OpenAI-compatible deployments, inside LiteLLM's Router.
+
+``litellm.acompletion`` costs about 2 ms of CPU per call on this machine (a thread hop for its synchronous
+parameter mapping, the openai SDK's request building, logging objects, its own cost calculation), which is more
+than everything else deja does for a request. For a deployment that speaks OpenAI's own API (``openai/...``) none
+of that work changes what is sent: the client's body is already OpenAI's. ``DejaRouter`` keeps everything that is
+the Router's — deployment choice, cooldowns, retries, fallbacks, timeouts — and replaces only the last step, the
+call itself, by one aiohttp request on a pooled connection. Failures become LiteLLM's exception types and are
+reported to the Router's cooldown bookkeeping exactly as LiteLLM's failure callback reports them, so retries,
+fallbacks and cooldowns behave the same.
+
+A model group takes the direct path only when every deployment in it is ``openai/...`` (by prefix or by LiteLLM's
+provider inference) with no LiteLLM-only parameter, the routing strategy is ``simple-shuffle`` (the others learn
+from LiteLLM's success callbacks) and LiteLLM is not asked to rewrite requests (``drop_params`` /
+``modify_params``). Everything else goes through LiteLLM unchanged. ``deja.direct_openai: false`` turns it off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import httpx
+import litellm
+from litellm.router_utils.router_callbacks.track_deployment_metrics import (
+    increment_deployment_successes_for_current_minute,
+)
+
+try:  # a faster JSON codec when present (it is a dependency of deja; stdlib json otherwise)
+    import orjson
+
+    def _loads(data: bytes | str) -> Any:
+        return orjson.loads(data)
+
+    def _dumps(value: Any) -> bytes:
+        return orjson.dumps(value)
+except ImportError:  # pragma: no cover - orjson is installed with deja
+    def _loads(data: bytes | str) -> Any:
+        return json.loads(data)
+
+    def _dumps(value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+# litellm_params a direct call understands; any other key (a LiteLLM-only feature) keeps the group on LiteLLM
+_DIRECT_PARAMS = {"model", "api_base", "base_url", "api_key", "organization", "timeout", "stream_timeout",
+                  "request_timeout", "extra_headers", "max_retries", "num_retries", "cooldown_time", "weight",
+                  "order", "rpm", "tpm"}  # order, weight, rpm, tpm: the Router's deployment choice, kept
+_PROVIDER = "openai"
+_DEFAULT_BASE = "https://api.openai.com/v1"
+
+
+def _openai_model(litellm_model: str) -> str | None:
+    """The model name to send if ``litellm_model`` is served by OpenAI's API, else None."""
+    if litellm_model.startswith("openai/"):
+        return litellm_model.removeprefix("openai/")
+    if "/" in litellm_model:
+        return None
+    try:
+        _, provider, _, _ = litellm.get_llm_provider(model=litellm_model)
+    except Exception:  # unknown to LiteLLM: leave it to LiteLLM to report
+        return None
+    return litellm_model if provider == _PROVIDER else None
+
+
+def direct_capable(deployment: dict[str, Any]) -> bool:
+    params = deployment.get("litellm_params") or {}
+    if {k for k, v in params.items() if v not in (None, False)} - _DIRECT_PARAMS:  # the Router adds False flags
+        return False
+    return _openai_model(str(params.get("model", ""))) is not None
+
+
+class DirectResult:
+    """A non-streaming answer: OpenAI's JSON as a dict, with the Router's ``_hidden_params``."""
+
+    def __init__(self, data: dict[str, Any], hidden: dict[str, Any]) -> None:
+        self.data = data
+        self._hidden_params = hidden
+
+    def model_dump(self) -> dict[str, Any]:
+        return self.data
+
+
+class DirectStream:
+    """A streaming answer: yields each chunk as a dict; ``aclose`` drops the upstream connection."""
+
+    def __init__(self, response: aiohttp.ClientResponse, hidden: dict[str, Any], model: str) -> None:
+        self._response = response
+        self._hidden_params = hidden
+        self._model = model
+        self._lines = self._chunks()
+
+    def __aiter__(self) -> DirectStream:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        return await self._lines.__anext__()
+
+    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for raw in self._response.content:
+                line = raw.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    return
+                chunk = _loads(data)
+                if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
+                    error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+                    raise litellm.APIError(status_code=500, message=str(error.get("message")),
+                                           llm_provider=_PROVIDER, model=self._model)
+                yield chunk
+            raise litellm.APIConnectionError(message="the upstream closed the stream before [DONE]",
+                                             llm_provider=_PROVIDER, model=self._model)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise litellm.APIConnectionError(message=f"stream interrupted: {exc or type(exc).__name__}",
+                                             llm_provider=_PROVIDER, model=self._model) from exc
+        finally:
+            self._response.close()
+
+    async def aclose(self) -> None:
+        self._response.close()
+        await self._lines.aclose()
+
+
+def _error(status: int, body: bytes, headers: dict[str, str], model: str) -> Exception:
+    """LiteLLM's exception for an upstream error status (the Router's retry and cooldown rules read these)."""
+    try:
+        detail = _loads(body).get("error") or {}
+    except Exception:
+        detail = {}
+    if not isinstance(detail, dict):
+        detail = {"message": str(detail)}
+    message = str(detail.get("message") or body[:500].decode("utf-8", "replace") or f"HTTP {status}")
+    code = str(detail.get("code") or "")
+    response = httpx.Response(status, headers=headers, content=body,
+                              request=httpx.Request("POST", "http://upstream/chat/completions"))
+    kw: dict[str, Any] = {"message": message, "llm_provider": _PROVIDER, "model": model}
+    exc: Exception
+    if status == 400:
+        if code == "context_length_exceeded" or "maximum context length" in message:
+            exc = litellm.ContextWindowExceededError(**kw, response=response)
+        elif code == "content_filter" or code == "content_policy_violation":
+            exc = litellm.ContentPolicyViolationError(**kw, response=response)
+        else:
+            exc = litellm.BadRequestError(**kw, response=response)
+    elif status == 401:
+        exc = litellm.AuthenticationError(**kw, response=response)
+    elif status == 403:
+        exc = litellm.PermissionDeniedError(**kw, response=response)
+    elif status == 404:
+        exc = litellm.NotFoundError(**kw, response=response)
+    elif status == 408:
+        exc = litellm.Timeout(**kw, headers=headers, exception_status_code=408)
+    elif status == 422:
+        exc = litellm.UnprocessableEntityError(**kw, response=response)
+    elif status == 429:
+        exc = litellm.RateLimitError(**kw, response=response, headers=headers)
+    elif status == 502:
+        exc = litellm.BadGatewayError(**kw, response=response)
+    elif status == 503:
+        exc = litellm.ServiceUnavailableError(**kw, response=response)
+    elif status >= 500:
+        exc = litellm.InternalServerError(**kw, response=response)
+        exc.status_code = status
+    else:
+        exc = litellm.APIError(status_code=status, **kw)
+    exc.litellm_response_headers = headers  # type: ignore[attr-defined]
+    return exc
+
+
+class DejaRouter(litellm.Router):
+    """LiteLLM's Router with the direct path for OpenAI-compatible model groups (see the module docstring)."""
+
+    def __init__(self, *args: Any, direct: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        strategy = getattr(self, "routing_strategy", "simple-shuffle")
+        self.direct_enabled = (direct and strategy == "simple-shuffle"
+                               and not kwargs.get("enable_pre_call_checks")
+                               and not getattr(litellm, "drop_params", False)
+                               and not getattr(litellm, "modify_params", False))
+        self._direct_groups: dict[str, bool] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def is_direct(self, group: str) -> bool:
+        if not self.direct_enabled:
+            return False
+        known = self._direct_groups.get(group)
+        if known is None:
+            deployments = [d for d in self.model_list if d.get("model_name") == group]
+            known = bool(deployments) and all(direct_capable(d) for d in deployments)
+            self._direct_groups[group] = known
+        return known
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector, json_serialize=lambda v: _dumps(v).decode(),
+                                                  auto_decompress=True)
+        return self._session
+
+    async def aclose_direct(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _acompletion(self, model: str, messages: list[dict[str, str]], **kwargs: Any) -> Any:
+        body = kwargs.pop("deja_body", None)
+        if body is None or not self.is_direct(model):
+            return await super()._acompletion(model, messages, **kwargs)
+        deployment = await self.async_get_available_deployment(
+            model=model, messages=messages, specific_deployment=kwargs.pop("specific_deployment", None),
+            request_kwargs=kwargs)
+        started = time.time()
+        try:
+            result = await self._call(deployment, body, kwargs)
+        except Exception as exc:
+            self._failed(deployment, exc, kwargs, started)
+            raise
+        increment_deployment_successes_for_current_minute(self, str(deployment["model_info"]["id"]))
+        return result
+
+    async def _call(self, deployment: dict[str, Any], body: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+        params = deployment["litellm_params"]
+        upstream_model = _openai_model(str(params["model"])) or str(params["model"])
+        base = str(params.get("api_base") or params.get("base_url") or os.environ.get("OPENAI_BASE_URL")
+                   or os.environ.get("OPENAI_API_BASE") or _DEFAULT_BASE).rstrip("/")
+        headers = {"Content-Type": "application/json"}
+        api_key = params.get("api_key") or os.environ.get("OPENAI_API_KEY")
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        if params.get("organization"):
+            headers["OpenAI-Organization"] = str(params["organization"])
+        headers.update({str(k): str(v) for k, v in (params.get("extra_headers") or {}).items()})
+        stream = bool(body.get("stream"))
+        timeout_s = float(kwargs.get("timeout") or (params.get("stream_timeout") if stream else None)
+                          or params.get("timeout") or params.get("request_timeout") or self.timeout or 600)
+        timeout = aiohttp.ClientTimeout(total=None if stream else timeout_s, sock_connect=timeout_s,
+                                        sock_read=timeout_s)
+        hidden = {"model_id": deployment["model_info"]["id"], "custom_llm_provider": _PROVIDER,
+                  "api_base": base, "litellm_model_name": params["model"], "additional_headers": {}}
+        payload = _dumps({**body, "model": upstream_model})
+        try:
+            response = await self._http().post(base + "/chat/completions", data=payload, headers=headers,
+                                               timeout=timeout)
+        except TimeoutError as exc:
+            raise litellm.Timeout(message=f"no answer within {timeout_s:g} s", model=upstream_model,
+                                  llm_provider=_PROVIDER) from exc
+        except aiohttp.ClientError as exc:
+            raise litellm.APIConnectionError(message=str(exc) or type(exc).__name__, llm_provider=_PROVIDER,
+                                             model=upstream_model) from exc
+        try:
+            if response.status != 200:
+                raw = await response.read()
+                raise _error(response.status, raw, dict(response.headers), upstream_model)
+            if stream:
+                return DirectStream(response, hidden, upstream_model)
+            raw = await response.read()
+        except TimeoutError as exc:
+            response.close()
+            raise litellm.Timeout(message=f"no answer within {timeout_s:g} s", model=upstream_model,
+                                  llm_provider=_PROVIDER) from exc
+        except aiohttp.ClientError as exc:
+            response.close()
+            raise litellm.APIConnectionError(message=str(exc) or type(exc).__name__, llm_provider=_PROVIDER,
+                                             model=upstream_model) from exc
+        except BaseException:
+            response.close()
+            raise
+        response.release()
+        try:
+            data = _loads(raw)
+        except ValueError as exc:
+            raise litellm.APIError(status_code=502, message="the upstream answered with invalid JSON",
+                                   llm_provider=_PROVIDER, model=upstream_model) from exc
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise litellm.APIError(status_code=502, message="the upstream's answer is not a chat completion",
+                                   llm_provider=_PROVIDER, model=upstream_model)
+        return DirectResult(data, hidden)
+
+    def _failed(self, deployment: dict[str, Any], exc: Exception, kwargs: dict[str, Any], started: float) -> None:
+        """What LiteLLM's failure callback does: count the failure, maybe cool the deployment down; and what
+        ``Router._acompletion`` does: name the deployment and its retry count on the exception."""
+        if isinstance(exc, asyncio.CancelledError):
+            return
+        metadata = {**(kwargs.get("metadata") or {}), "deployment": deployment["litellm_params"]["model"]}
+        callback_kwargs = {"exception": exc, "litellm_params": {"model_info": deployment["model_info"],
+                                                                "metadata": metadata}}
+        try:
+            self.deployment_callback_on_failure(callback_kwargs, None, started, time.time())
+        except Exception:  # bookkeeping must not hide the upstream's error
+            pass
+        self._set_deployment_num_retries_on_exception(exc, deployment)
+        self._stamp_failed_deployment_id_with_effective_model_info(exc, deployment, kwargs)
