@@ -68,6 +68,21 @@ def check_bind(settings: Settings, host: str) -> None:
                           "everyone; set deja.master_key (or DEJA_MASTER_KEY), or deja.allow_open_bind: true")
 
 
+def run_server(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
+    """``serve`` on uvloop (``deja.event_loop: uvloop``, the default: about a third less CPU per request than
+    asyncio's own loop here) or on asyncio's loop."""
+    factory = None
+    if settings.deja.event_loop == "uvloop":
+        try:
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        except ImportError:  # a platform without uvloop (Windows): asyncio's loop works the same, only slower
+            log.warning("uvloop is not installed; using asyncio's event loop")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(settings, host, port, reuse_port=reuse_port))
+
+
 async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting, finish in-flight requests and drain the usage queue."""
     check_bind(settings, host)

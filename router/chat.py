@@ -33,6 +33,7 @@ from router.http import (
     REQUEST_ID,
     STATUS_LABEL,
     ChatRequest,
+    json_response,
     provider_error,
     read_json,
     validate,
@@ -167,7 +168,7 @@ async def _serve_hit(request: web.Request, body: dict[str, Any], ex: Exchange, r
     if not body.get("stream"):
         cid, created = fresh_identity(response)
         ex.first_token()
-        return web.json_response({**response, "id": cid, "created": created}, headers=headers)
+        return json_response({**response, "id": cid, "created": created}, headers=headers)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     writer = SSEWriter(request, headers)
     for chunk in replay_chunks(response, include_usage=include_usage):
@@ -221,7 +222,7 @@ async def _json_miss(request: web.Request, body: dict[str, Any], ex: Exchange, h
     if data.get("choices") and all(c.get("finish_reason") in ("stop", "length", "tool_calls")
                                    for c in data["choices"]):
         _store(request, store, body, data)
-    return web.json_response(data, headers=headers)
+    return json_response(data, headers=headers)
 
 
 async def _stream_miss(request: web.Request, body: dict[str, Any], ex: Exchange, headers: dict[str, str],

@@ -149,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                 from router.workers import run_workers
 
                 return run_workers(settings, host, port, args.workers)
-            from router.app import serve
+            from router.app import run_server
 
-            asyncio.run(serve(settings, host, port))
+            run_server(settings, host, port)
             return 0
         if args.command == "keys":
             return asyncio.run(_with_storage(settings, lambda s: _keys(args, s)))

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -41,11 +42,16 @@ def provider_error(exc: perr.ProviderError) -> err.DejaError:
     return err.UpstreamError(f"Upstream failure: {exc.message}")
 
 
+def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """``web.json_response`` with orjson (several times faster than json on completions)."""
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
+
+
 def error_response(exc: err.DejaError, request_id: str | None = None) -> web.Response:
     headers = dict(exc.headers)
     if request_id:
         headers["X-Deja-Request-Id"] = request_id
-    return web.json_response(exc.body(), status=exc.status, headers=headers)
+    return json_response(exc.body(), status=exc.status, headers=headers)
 
 
 def _as_deja_error(exc: BaseException) -> err.DejaError:
@@ -126,12 +132,20 @@ async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
     except web.HTTPRequestEntityTooLarge as exc:
         raise err.PayloadTooLargeError(f"Request body is over the limit of {max_bytes} bytes.") from exc
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise err.BadRequestError(f"Request body is not valid JSON: {exc}", code="invalid_json") from exc
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = _strict_loads(raw)
     if not isinstance(body, dict):
         raise err.BadRequestError("Request body must be a JSON object.", code="invalid_json")
     return body
+
+
+def _strict_loads(raw: bytes) -> Any:
+    """What orjson refused: json takes what it can (integers over 64 bits), and words the error for the rest."""
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise err.BadRequestError(f"Request body is not valid JSON: {exc}", code="invalid_json") from exc
 
 
 class Message(BaseModel):

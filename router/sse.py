@@ -9,12 +9,12 @@ upstream yields ``KEEPALIVE`` ticks; when the client goes away the pending upstr
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 KEEPALIVE = object()
@@ -37,7 +37,7 @@ class SSEWriter:
 
     async def send(self, payload: dict[str, Any]) -> None:
         await self.prepare()
-        await self.response.write(b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n")
+        await self.response.write(b"data: " + orjson.dumps(payload) + b"\n\n")
 
     async def keepalive(self) -> None:
         await self.prepare()

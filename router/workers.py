@@ -7,7 +7,6 @@ unless set). SIGTERM/SIGINT is passed to every worker, each of which drains its 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing
 import os
@@ -16,7 +15,7 @@ import signal
 import tempfile
 import time
 
-from router.app import check_bind, serve
+from router.app import check_bind, run_server
 from router.config import ConfigError, Settings
 
 log = logging.getLogger("deja")
@@ -32,7 +31,7 @@ def _worker(settings: Settings, host: str, port: int) -> None:
     from router.logs import setup_logging
 
     setup_logging(settings.deja.log_level, settings.deja.log_format)
-    asyncio.run(serve(settings, host, port, reuse_port=True))
+    run_server(settings, host, port, reuse_port=True)
 
 
 def check_workers(settings: Settings, workers: int) -> None:
