@@ -14,9 +14,10 @@ query and the request is exact-tier only.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 #: Request fields that cannot change the answer, ignored by the Scope digest. ``messages`` and ``model`` are
 #: handled separately (the prefix of the conversation goes into the digest, the model into ``Scope.model``).
@@ -74,8 +75,8 @@ def _drop_none(mapping: dict[str, Any]) -> dict[str, Any]:
 
 def canonical_json(value: Any) -> str:
     """Canonical JSON used for hashing: sorted keys, compact separators, integral floats as ints."""
-    normal = _normalize(value)
-    return json.dumps(normal, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return orjson.dumps(_normalize(value), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+                        default=str).decode()
 
 
 def sha256_hex(text: str) -> str:

@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 
 from router.appkeys import LIMITER, METRICS, SETTINGS, USAGE, spawn
@@ -85,7 +85,7 @@ async def admit(app: web.Application, ex: Exchange, estimated_tokens: int) -> di
 def _body_text(value: Any) -> str | None:
     if value is None:
         return None
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
 
 
 def finish(app: web.Application, ex: Exchange) -> None:
