@@ -24,7 +24,7 @@ import logging
 import math
 import uuid
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -265,7 +265,7 @@ class RedisStore:
             self._index.remove(entry_id)
             return None
         try:
-            entry = decode_entry(raw)
+            entry = decode_entry(cast(dict[bytes, bytes], raw))
         except (KeyError, ValueError) as exc:
             log.warning("cache: ignoring corrupt entry %s: %s", entry_id, exc)
             entry = None
@@ -304,7 +304,7 @@ class RedisStore:
                 self._client.scan(cursor, match=self.keys.entry_pattern, count=self._batch)
             )
             if keys:
-                deleted += await self._clear_batch(keys, namespace, model)
+                deleted += await self._clear_batch(cast(list[bytes], keys), namespace, model)
             if cursor == 0:
                 return deleted
 
@@ -343,7 +343,7 @@ class RedisStore:
         """The generation token; a new one is set when missing (fresh or restarted Redis)."""
         token = uuid.uuid4().hex
         previous = await self._guard(self._client.set(self.keys.generation, token, nx=True, get=True))
-        return _text(previous) if previous is not None else token
+        return _text(cast(bytes, previous)) if previous is not None else token
 
     async def _resync(self) -> None:
         """Rebuild the local index from a SCAN of the entry keys, then tail the stream from its end."""
@@ -411,7 +411,7 @@ class RedisStore:
             self._client.xread({self.keys.stream: self._last_id}, count=self._batch, block=self._block_ms),
             extra_time=self._block_ms / 1000,
         )
-        events = reply[0][1] if reply else []
+        events = cast(list[tuple[bytes, dict[bytes, bytes]]], reply[0][1] if reply else [])  # type: ignore[index]
         self._apply(events)
         if events and await self._lost_events(seen_before):
             self._need_resync = True

@@ -93,7 +93,7 @@ async def _scores(embed: EmbedFn, query: str, passages: list[str]) -> np.ndarray
         log.warning("passage selection skipped: embed returned shape %s", vectors.shape)
         return None
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    vectors = vectors / np.where(norms > 0, norms, 1.0)
+    vectors = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
     return vectors[1:] @ vectors[0]
 
 

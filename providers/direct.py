@@ -21,7 +21,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -92,7 +92,7 @@ class DirectStream:
         self._response = response
         self._hidden_params = hidden
         self._model = model
-        self._lines = self._chunks()
+        self._lines: AsyncGenerator[dict[str, Any], None] = self._chunks()
 
     def __aiter__(self) -> DirectStream:
         return self
@@ -100,7 +100,7 @@ class DirectStream:
     async def __anext__(self) -> dict[str, Any]:
         return await self._lines.__anext__()
 
-    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
+    async def _chunks(self) -> AsyncGenerator[dict[str, Any], None]:
         try:
             async for raw in self._response.content:
                 line = raw.strip()
@@ -170,7 +170,7 @@ def _error(status: int, body: bytes, headers: dict[str, str], model: str) -> Exc
         exc.status_code = status
     else:
         exc = litellm.APIError(status_code=status, **kw)
-    exc.litellm_response_headers = headers  # type: ignore[attr-defined]
+    setattr(exc, "litellm_response_headers", headers)  # noqa: B010 - read by the Router's cooldown and by translate
     return exc
 
 

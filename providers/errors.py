@@ -47,7 +47,8 @@ class ProviderTimeoutError(ProviderError):
 def _retry_after(exc: BaseException) -> float | None:
     sources = (getattr(exc, "litellm_response_headers", None), getattr(getattr(exc, "response", None), "headers", None))
     for headers in sources:
-        value = headers.get("retry-after") if hasattr(headers, "get") else None
+        getter = getattr(headers, "get", None)
+        value = getter("retry-after") if callable(getter) else None
         if value:
             try:
                 return max(0.0, float(value))

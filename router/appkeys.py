@@ -12,6 +12,8 @@ from router.config import Settings
 from router.metrics import Metrics
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from cache import SemanticCache
     from cache.embedder import Embedder
     from providers.gateway import Gateway
@@ -31,7 +33,7 @@ STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 USAGE: web.AppKey[UsageWriter | None] = web.AppKey("usage")
 BACKGROUND: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("background")  # post-response work, drained at shutdown
 RECENT_ERRORS: web.AppKey[RecentErrors] = web.AppKey("recent_errors")
-REDIS_PING = web.AppKey("redis_ping", object)  # async () -> bool, when Redis is configured
+REDIS_PING: web.AppKey[Callable[[], Awaitable[bool]]] = web.AppKey("redis_ping")  # when Redis is configured
 
 
 def spawn(app: web.Application, coro: Any) -> asyncio.Task[Any]:

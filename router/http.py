@@ -68,10 +68,10 @@ def _as_deja_error(exc: BaseException) -> err.DejaError:
         error.status = 405
         return error
     if isinstance(exc, web.HTTPException):
-        error = err.DejaError(exc.reason or "HTTP error", code=None)
-        error.status = exc.status
-        error.type = "invalid_request_error" if exc.status < 500 else "server_error"
-        return error
+        generic = err.DejaError(exc.reason or "HTTP error", code=None)
+        generic.status = exc.status
+        generic.type = "invalid_request_error" if exc.status < 500 else "server_error"
+        return generic
     return err.DejaError("Internal error in deja; see the server log for this request id.", code="internal_error")
 
 

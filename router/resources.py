@@ -208,8 +208,9 @@ async def redis_health_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def background_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[BACKGROUND] = set()
+    background: set[asyncio.Task[Any]] = set()
+    app[BACKGROUND] = background
     yield
-    tasks = list(app[BACKGROUND])
+    tasks = list(background)
     if tasks:
         await asyncio.wait(tasks, timeout=10)
