@@ -33,15 +33,27 @@ class SSEWriter:
     async def prepare(self) -> None:
         if not self.prepared:
             self.prepared = True
-            await self.response.prepare(self.request)
+            try:
+                await self.response.prepare(self.request)
+            except ConnectionResetError as exc:
+                raise asyncio.CancelledError("the client closed the connection") from exc
 
     async def send(self, payload: dict[str, Any]) -> None:
         await self.prepare()
-        await self.response.write(b"data: " + orjson.dumps(payload) + b"\n\n")
+        await self._write(b"data: " + orjson.dumps(payload) + b"\n\n")
 
     async def keepalive(self) -> None:
         await self.prepare()
-        await self.response.write(b": keep-alive\n\n")
+        await self._write(b": keep-alive\n\n")
+
+    async def _write(self, data: bytes, *, eof: bool = False) -> None:
+        """A client that went away is a cancellation (as when aiohttp notices first), not a server error."""
+        try:
+            await self.response.write(data)
+            if eof:
+                await self.response.write_eof()
+        except ConnectionResetError as exc:
+            raise asyncio.CancelledError("the client closed the connection") from exc
 
     async def error(self, body: dict[str, Any]) -> None:
         await self.send(body)
@@ -49,8 +61,7 @@ class SSEWriter:
 
     async def done(self) -> None:
         await self.prepare()
-        await self.response.write(b"data: [DONE]\n\n")
-        await self.response.write_eof()
+        await self._write(b"data: [DONE]\n\n", eof=True)
 
 
 async def with_keepalive(source: AsyncIterator[Any], interval: float) -> AsyncIterator[Any]:
