@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser serve test bench lint clean
+.PHONY: install browser serve test bench bench-peers soak lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,17 @@ test: install browser
 bench: install
 	$(BIN)/python -m benchmarks.run_all $(if $(QUICK),--quick)
 
+# deja vs the LiteLLM proxy (installed once into .bench/litellm-proxy), same upstream, same run
+bench-peers: install
+	$(BIN)/python -m benchmarks.peers $(if $(QUICK),--quick)
+
+# one deja process under mixed traffic for MINUTES (default 10): memory growth and unexpected failures
+soak: install
+	$(BIN)/python -m benchmarks.soak $(if $(QUICK),--quick) $(if $(MINUTES),--minutes $(MINUTES))
+
 lint: install
 	$(BIN)/ruff check router providers compression cache benchmarks tests
+	$(BIN)/mypy router providers compression cache
 
 clean:
 	rm -rf $(VENV) .deja

@@ -40,10 +40,28 @@ def _env() -> dict[str, str]:
     return env
 
 
-def start_upstream(delay: float = 0.0) -> tuple[subprocess.Popen[bytes], int]:
+_UPSTREAM_WITH_CHUNK_DELAY = """
+import asyncio, sys
+from providers.fake_openai import Behaviour, FakeOpenAI
+async def run():
+    behaviour = Behaviour(delay=float(sys.argv[2]), chunk_delay=float(sys.argv[3]))
+    fake = await FakeOpenAI(default=behaviour).start(int(sys.argv[1]))
+    while True:  # forget what was received: a long soak would otherwise grow the fake's memory
+        fake.received.clear()
+        await asyncio.sleep(5)
+asyncio.run(run())
+"""
+
+
+def start_upstream(delay: float = 0.0, chunk_delay: float = 0.0) -> tuple[subprocess.Popen[bytes], int]:
+    """The fake OpenAI server in its own process; ``delay`` before each answer, ``chunk_delay`` between stream
+    chunks (so that a stream is still running when a client goes away)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "providers.fake_openai", "--port", str(port), "--delay",
-                             str(delay)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if chunk_delay:
+        command = [sys.executable, "-c", _UPSTREAM_WITH_CHUNK_DELAY, str(port), str(delay), str(chunk_delay)]
+    else:
+        command = [sys.executable, "-m", "providers.fake_openai", "--port", str(port), "--delay", str(delay)]
+    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc)
     return proc, port
 
@@ -74,14 +92,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def start_litellm_proxy(binary: str, workdir: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_litellm_proxy(binary: str, workdir: Path, upstream_port: int,
+                        litellm_settings: dict[str, Any] | None = None) -> tuple[subprocess.Popen[bytes], int]:
     """The LiteLLM proxy (installed separately, e.g. ``pip install 'litellm[proxy]'`` in another venv) with the same
-    model group, no database, for a same-run comparison."""
+    model group, no database, for a same-run comparison; ``litellm_settings`` (e.g. its cache) go in its config."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    config = {"model_list": [{"model_name": "bench", "litellm_params": {
+    config: dict[str, Any] = {"model_list": [{"model_name": "bench", "litellm_params": {
         "model": "openai/gpt-4o-mini", "api_base": f"http://127.0.0.1:{upstream_port}/v1", "api_key": "x"}}],
         "router_settings": {"num_retries": 0}}
+    if litellm_settings:
+        config["litellm_settings"] = litellm_settings
     path = workdir / "litellm.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEJA_", "DATABASE_URL"))}
@@ -90,3 +111,88 @@ def start_litellm_proxy(binary: str, workdir: Path, upstream_port: int) -> tuple
                             cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(workdir / "litellm.log", "wb"))
     wait_port(port, proc, timeout=180)
     return proc, port
+
+
+def pinned_version(package: str, default: str, constraints: Path = ROOT / "constraints.txt") -> str:
+    """The ``package==version`` pin of ``constraints.txt``, else ``default``."""
+    try:
+        for line in constraints.read_text().splitlines():
+            name, _, version = line.split("#")[0].strip().partition("==")
+            if name.strip().lower() == package and version.strip():
+                return version.strip()
+    except OSError:
+        pass
+    return default
+
+
+LITELLM_PROXY_VERSION = pinned_version("litellm", "1.100.5")  # the LiteLLM deja pins
+
+
+def ensure_litellm_proxy(venv: Path = ROOT / ".bench" / "litellm-proxy",
+                         version: str = LITELLM_PROXY_VERSION) -> str:
+    """``litellm[proxy]==version`` in its own virtual environment (created once; skipped when already installed).
+    Returns the path of its ``litellm`` binary."""
+    binary = venv / "bin" / "litellm"
+    stamp = venv / f".installed-{version}"
+    if stamp.exists() and binary.exists():
+        return str(binary)
+    if not (venv / "bin" / "python").exists():
+        subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+    print(f"installing litellm[proxy]=={version} into {venv} (once)", file=sys.stderr, flush=True)
+    done = subprocess.run([str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q",
+                           f"litellm[proxy]=={version}"], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stdout[-4000:], done.stderr[-4000:], sep="\n", file=sys.stderr)
+        raise RuntimeError(f"installing litellm[proxy]=={version} into {venv} failed")
+    stamp.touch()
+    return str(binary)
+
+
+def _stat_fields(pid: int) -> list[str]:
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    return raw[raw.rindex(")") + 2:].split()  # fields from 3 (state) on; the name may hold spaces
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int(_stat_fields(int(entry.name))[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children.get(current, []))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (and children they reaped)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = _stat_fields(p)
+        except OSError:
+            continue
+        total += sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime, stime, cutime, cstime
+    return total / ticks
+
+
+def memory_kib(pid: int, field: str = "VmRSS") -> int:
+    """A ``/proc/<pid>/status`` memory field (``VmRSS``, ``VmHWM``: peak resident) in KiB, summed over the
+    process and its descendants."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
