@@ -1,13 +1,13 @@
 """A direct path to OpenAI-compatible deployments, inside LiteLLM's Router.
 
-``litellm.acompletion`` costs about 2 ms of CPU per call on this machine (a thread hop for its synchronous
-parameter mapping, the openai SDK's request building, logging objects, its own cost calculation), which is more
-than everything else deja does for a request. For a deployment that speaks OpenAI's own API (``openai/...``) none
-of that work changes what is sent: the client's body is already OpenAI's. ``DejaRouter`` keeps everything that is
-the Router's — deployment choice, cooldowns, retries, fallbacks, timeouts — and replaces only the last step, the
-call itself, by one aiohttp request on a pooled connection. Failures become LiteLLM's exception types and are
-reported to the Router's cooldown bookkeeping exactly as LiteLLM's failure callback reports them, so retries,
-fallbacks and cooldowns behave the same.
+``litellm.acompletion`` costs about 2 ms of CPU per call on this machine (a thread hop for its synchronous parameter
+mapping, the openai SDK's request building, logging objects, its own cost calculation), which is more than
+everything else deja does for a request. For a deployment that speaks OpenAI's own API (``openai/...``) none of that
+work changes what is sent: the client's body is already OpenAI's. ``DejaRouter`` keeps everything that is the
+Router's — deployment choice, cooldowns, retries, fallbacks, timeouts — and replaces only the last step, the call
+itself (chat completions and embeddings), by one aiohttp request on a pooled connection. Failures become LiteLLM's
+exception types and are reported to the Router's cooldown bookkeeping exactly as LiteLLM's failure callback reports
+them, so retries, fallbacks and cooldowns behave the same.
 
 A model group takes the direct path only when every deployment in it is ``openai/...`` (by prefix or by LiteLLM's
 provider inference) with no LiteLLM-only parameter, the routing strategy is ``simple-shuffle`` (the others learn
@@ -18,7 +18,6 @@ from LiteLLM's success callbacks) and LiteLLM is not asked to rewrite requests (
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import AsyncGenerator
@@ -27,24 +26,10 @@ from typing import Any
 import aiohttp
 import httpx
 import litellm
+import orjson
 from litellm.router_utils.router_callbacks.track_deployment_metrics import (
     increment_deployment_successes_for_current_minute,
 )
-
-try:  # a faster JSON codec when present (it is a dependency of deja; stdlib json otherwise)
-    import orjson
-
-    def _loads(data: bytes | str) -> Any:
-        return orjson.loads(data)
-
-    def _dumps(value: Any) -> bytes:
-        return orjson.dumps(value)
-except ImportError:  # pragma: no cover - orjson is installed with deja
-    def _loads(data: bytes | str) -> Any:
-        return json.loads(data)
-
-    def _dumps(value: Any) -> bytes:
-        return json.dumps(value, separators=(",", ":")).encode()
 
 # litellm_params a direct call understands; any other key (a LiteLLM-only feature) keeps the group on LiteLLM
 _DIRECT_PARAMS = {"model", "api_base", "base_url", "api_key", "organization", "timeout", "stream_timeout",
@@ -109,7 +94,7 @@ class DirectStream:
                 data = line[5:].strip()
                 if data == b"[DONE]":
                     return
-                chunk = _loads(data)
+                chunk = orjson.loads(data)
                 if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
                     error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
                     raise litellm.APIError(status_code=500, message=str(error.get("message")),
@@ -131,7 +116,7 @@ class DirectStream:
 def _error(status: int, body: bytes, headers: dict[str, str], model: str) -> Exception:
     """LiteLLM's exception for an upstream error status (the Router's retry and cooldown rules read these)."""
     try:
-        detail = _loads(body).get("error") or {}
+        detail = orjson.loads(body).get("error") or {}
     except Exception:
         detail = {}
     if not isinstance(detail, dict):
@@ -139,7 +124,7 @@ def _error(status: int, body: bytes, headers: dict[str, str], model: str) -> Exc
     message = str(detail.get("message") or body[:500].decode("utf-8", "replace") or f"HTTP {status}")
     code = str(detail.get("code") or "")
     response = httpx.Response(status, headers=headers, content=body,
-                              request=httpx.Request("POST", "http://upstream/chat/completions"))
+                              request=httpx.Request("POST", "http://upstream/"))
     kw: dict[str, Any] = {"message": message, "llm_provider": _PROVIDER, "model": model}
     exc: Exception
     if status == 400:
@@ -200,8 +185,7 @@ class DejaRouter(litellm.Router):
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, json_serialize=lambda v: _dumps(v).decode(),
-                                                  auto_decompress=True)
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     async def aclose_direct(self) -> None:
@@ -213,19 +197,31 @@ class DejaRouter(litellm.Router):
         body = kwargs.pop("deja_body", None)
         if body is None or not self.is_direct(model):
             return await super()._acompletion(model, messages, **kwargs)
+        return await self._direct("/chat/completions", model, body, kwargs, messages=messages)
+
+    async def _aembedding(self, input: str | list[Any], model: str, **kwargs: Any) -> Any:
+        body = kwargs.pop("deja_body", None)
+        if body is None or not self.is_direct(model):
+            return await super()._aembedding(input, model, **kwargs)
+        return await self._direct("/embeddings", model, body, kwargs, input=input)
+
+    async def _direct(self, path: str, model: str, body: dict[str, Any], kwargs: dict[str, Any],
+                      **choice: Any) -> Any:
+        """Pick a deployment as the Router does, call it, and keep the Router's failure bookkeeping."""
         deployment = await self.async_get_available_deployment(
-            model=model, messages=messages, specific_deployment=kwargs.pop("specific_deployment", None),
-            request_kwargs=kwargs)
+            model=model, specific_deployment=kwargs.pop("specific_deployment", None), request_kwargs=kwargs,
+            **choice)
         started = time.time()
         try:
-            result = await self._call(deployment, body, kwargs)
+            result = await self._call(deployment, path, body, kwargs)
         except Exception as exc:
             self._failed(deployment, exc, kwargs, started)
             raise
         increment_deployment_successes_for_current_minute(self, str(deployment["model_info"]["id"]))
         return result
 
-    async def _call(self, deployment: dict[str, Any], body: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+    async def _call(self, deployment: dict[str, Any], path: str, body: dict[str, Any],
+                    kwargs: dict[str, Any]) -> Any:
         params = deployment["litellm_params"]
         upstream_model = _openai_model(str(params["model"])) or str(params["model"])
         base = str(params.get("api_base") or params.get("base_url") or os.environ.get("OPENAI_BASE_URL")
@@ -244,9 +240,9 @@ class DejaRouter(litellm.Router):
                                         sock_read=timeout_s)
         hidden = {"model_id": deployment["model_info"]["id"], "custom_llm_provider": _PROVIDER,
                   "api_base": base, "litellm_model_name": params["model"], "additional_headers": {}}
-        payload = _dumps({**body, "model": upstream_model})
+        payload = orjson.dumps({**body, "model": upstream_model})
         try:
-            response = await self._http().post(base + "/chat/completions", data=payload, headers=headers,
+            response = await self._http().post(base + path, data=payload, headers=headers,
                                                timeout=timeout)
         except TimeoutError as exc:
             raise litellm.Timeout(message=f"no answer within {timeout_s:g} s", model=upstream_model,
@@ -274,12 +270,13 @@ class DejaRouter(litellm.Router):
             raise
         response.release()
         try:
-            data = _loads(raw)
+            data = orjson.loads(raw)
         except ValueError as exc:
             raise litellm.APIError(status_code=502, message="the upstream answered with invalid JSON",
                                    llm_provider=_PROVIDER, model=upstream_model) from exc
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            raise litellm.APIError(status_code=502, message="the upstream's answer is not a chat completion",
+        shape = "data" if path == "/embeddings" else "choices"
+        if not isinstance(data, dict) or not isinstance(data.get(shape), list):
+            raise litellm.APIError(status_code=502, message=f"the upstream's answer has no `{shape}` list",
                                    llm_provider=_PROVIDER, model=upstream_model)
         return DirectResult(data, hidden)
 

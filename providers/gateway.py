@@ -167,7 +167,7 @@ class Gateway:
     async def embed(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
         try:
-            response = await self.router.aembedding(**body)
+            response = await self.router.aembedding(**body, deja_body=body)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
