@@ -13,7 +13,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import asyncio  # noqa: E402
 import logging  # noqa: E402
-from collections.abc import AsyncIterator  # noqa: E402
+from collections.abc import AsyncGenerator  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -141,7 +141,7 @@ class Gateway:
                                     usage.get("completion_tokens", 0))
         return data, served
 
-    async def stream(self, body: dict[str, Any], served: Served) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
         """Yield cleaned chunks; ``served`` is filled in once the upstream answered."""
         self.check_model(body["model"])
         try:

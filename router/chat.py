@@ -38,7 +38,7 @@ from router.http import (
     read_json,
     validate,
 )
-from router.sse import KEEPALIVE, SSEWriter, StreamAccumulator, fresh_identity, replay_chunks, with_keepalive
+from router.sse import SSEWriter, StreamAccumulator, fresh_identity, replay_chunks
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -235,11 +235,9 @@ async def _stream_miss(request: web.Request, body: dict[str, Any], ex: Exchange,
     acc = StreamAccumulator()
     started = time.perf_counter()
     source = app[GATEWAY].stream(upstream_body, served)
+    writer.start_heartbeat(app[SETTINGS].deja.keepalive_seconds)
     try:
-        async for item in with_keepalive(source, app[SETTINGS].deja.keepalive_seconds):
-            if item is KEEPALIVE:
-                await writer.keepalive()
-                continue
+        async for item in source:
             acc.feed(item)
             if "usage" in item and not item["choices"]:
                 if not client_usage:
@@ -250,6 +248,7 @@ async def _stream_miss(request: web.Request, body: dict[str, Any], ex: Exchange,
                 ex.first_token()
             await writer.send(item)
     except ProviderError as exc:
+        writer.stop_heartbeat()
         ex.upstream_failed(exc, started, served.deployment or app[GATEWAY].first_deployment(ex.model))
         error = provider_error(exc)
         if not writer.prepared:
@@ -259,6 +258,8 @@ async def _stream_miss(request: web.Request, body: dict[str, Any], ex: Exchange,
         await writer.error(error.body())
         return writer.response
     finally:
+        writer.stop_heartbeat()
+        await source.aclose()  # a client gone mid-stream: the upstream connection is closed now, not at GC
         if ex.upstream_seconds is None:
             ex.upstream_seconds = time.perf_counter() - started
         _account(request, ex, served, acc.usage, acc.text)

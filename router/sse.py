@@ -2,8 +2,8 @@
 
 ``text/event-stream``, ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``; ``data: {chunk}`` events and
 ``data: [DONE]``; ``: keep-alive`` comments while the upstream is silent; an error after the headers are sent goes
-in-band as ``data: {"error": …}`` then ``data: [DONE]``. ``with_keepalive`` wraps an async iterator so a silent
-upstream yields ``KEEPALIVE`` ticks; when the client goes away the pending upstream step is cancelled at once.
+in-band as ``data: {"error": …}`` then ``data: [DONE]``. A heartbeat timer sends ``: keep-alive`` while the
+upstream is silent; when the client goes away aiohttp cancels the handler, and with it the pending upstream read.
 """
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-KEEPALIVE = object()
 FINISH_OK = {"stop", "length", "tool_calls", "function_call", "content_filter"}
 CACHEABLE_FINISH = {"stop", "length", "tool_calls"}
 
@@ -29,14 +27,53 @@ class SSEWriter:
             **headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no", "Connection": "keep-alive"})
         self.prepared = False
+        self.last_write = 0.0
+        self._prepare_lock = asyncio.Lock()
+        self._interval = 0.0
+        self._beat: asyncio.TimerHandle | None = None
+        self._ping: asyncio.Task[None] | None = None
 
     async def prepare(self) -> None:
-        if not self.prepared:
-            self.prepared = True
-            try:
-                await self.response.prepare(self.request)
-            except ConnectionResetError as exc:
-                raise asyncio.CancelledError("the client closed the connection") from exc
+        if self.prepared:
+            return
+        async with self._prepare_lock:  # the heartbeat may be preparing too
+            if not self.prepared:
+                try:
+                    await self.response.prepare(self.request)
+                except ConnectionResetError as exc:
+                    raise asyncio.CancelledError("the client closed the connection") from exc
+                self.prepared = True
+
+    def start_heartbeat(self, interval: float) -> None:
+        """Send ``: keep-alive`` whenever ``interval`` seconds pass without a write, until ``stop_heartbeat``.
+
+        One timer per stream, re-armed from the time of the last write: nothing is spent per chunk (a timeout
+        around each upstream read costs a task and a timer per token)."""
+        loop = asyncio.get_running_loop()
+        self._interval = interval
+        self.last_write = loop.time()
+        self._beat = loop.call_later(interval, self._on_beat, loop)
+
+    def stop_heartbeat(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
+        if self._ping is not None and not self._ping.done():
+            self._ping.cancel()
+
+    def _on_beat(self, loop: asyncio.AbstractEventLoop) -> None:
+        idle = loop.time() - self.last_write
+        if idle >= self._interval:
+            if self._ping is None or self._ping.done():
+                self._ping = loop.create_task(self._send_ping())
+            idle = 0.0
+        self._beat = loop.call_later(self._interval - idle, self._on_beat, loop)
+
+    async def _send_ping(self) -> None:
+        try:
+            await self.keepalive()
+        except (asyncio.CancelledError, Exception):  # a gone client: the stream's own task sees it and ends
+            pass
 
     async def send(self, payload: dict[str, Any]) -> None:
         await self.prepare()
@@ -48,6 +85,7 @@ class SSEWriter:
 
     async def _write(self, data: bytes, *, eof: bool = False) -> None:
         """A client that went away is a cancellation (as when aiohttp notices first), not a server error."""
+        self.last_write = asyncio.get_running_loop().time()
         try:
             await self.response.write(data)
             if eof:
@@ -62,39 +100,6 @@ class SSEWriter:
     async def done(self) -> None:
         await self.prepare()
         await self._write(b"data: [DONE]\n\n", eof=True)
-
-
-async def with_keepalive(source: AsyncIterator[Any], interval: float) -> AsyncIterator[Any]:
-    """Yield items of ``source``; yield ``KEEPALIVE`` whenever ``interval`` seconds pass with none."""
-    iterator = source.__aiter__()
-    pending: asyncio.Task[Any] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(iterator.__anext__())
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if not done:
-                yield KEEPALIVE
-                continue
-            task, pending = pending, None
-            try:
-                item = task.result()
-            except StopAsyncIteration:
-                return
-            yield item
-    finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            try:
-                await pending
-            except (asyncio.CancelledError, StopAsyncIteration, Exception):
-                pass
-        closer = getattr(iterator, "aclose", None)
-        if closer is not None:
-            try:
-                await closer()
-            except Exception:  # the upstream is being abandoned; nothing useful to report
-                pass
 
 
 class StreamAccumulator:

@@ -274,6 +274,22 @@ async def test_keepalive_comments_while_upstream_silent(tmp_path: Path, direct: 
             await server.close()
 
 
+async def test_no_keepalive_while_chunks_flow(tmp_path: Path, direct: bool) -> None:
+    """The heartbeat counts from the last write: a stream whose chunks come faster than the interval gets none."""
+    words = " ".join(f"w{i}" for i in range(16))
+    async with FakeOpenAI(default=Behaviour(content=words, chunk_delay=0.1)) as up:
+        server = await start_deja(make_settings(tmp_path, up, keepalive_seconds=0.3, cache={"enabled": False},
+                                                direct_openai=direct))
+        try:
+            body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+            async with aiohttp.ClientSession() as s, s.post(server.base_url + "/chat/completions", json=body) as r:
+                raw = (await r.read()).decode()
+            assert raw.count("data: ") >= 16 and raw.rstrip().endswith("data: [DONE]")
+            assert ": keep-alive" not in raw
+        finally:
+            await server.close()
+
+
 async def test_request_id_is_kept(deja: Deja) -> None:
     async with aiohttp.ClientSession() as s, s.get(deja.base_url + "/models",
                                                    headers={"X-Request-Id": "my-trace-42"}) as r:
