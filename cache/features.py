@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,7 +240,7 @@ class WordVectors:
         return [best[r] if r >= 0 else 0.0 for r in rows]
 
 
-def _jaccard(x: Collection[str], y: Collection[str]) -> float:
+def _jaccard(x: Collection[Hashable], y: Collection[Hashable]) -> float:
     union = len(set(x) | set(y))
     return len(set(x) & set(y)) / union if union else 1.0
 
