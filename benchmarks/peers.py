@@ -30,8 +30,9 @@ Cache hits, end-to-end through HTTP:
   here). Quora duplicate pairs: ``text_a`` is stored, then ``text_b`` asked; only ``hit-semantic`` answers count.
   Because deja's embedder keeps recent texts in an LRU, every measured paraphrase must be new to the process: a
   first deja finds which paraphrases the verifier serves, a fresh deja stores the same ``text_a`` pool and is asked
-  those paraphrases once each (half at concurrency 1, half at 32), so nearly every measured request is a semantic
-  hit on a paraphrase it has never embedded.
+  those paraphrases, each also in four surface variants (lower case, spacing, a "Question:" or "Please answer:"
+  prefix) so the load at concurrency 32 is long enough for a steady rate; half the texts at concurrency 1, half at
+  32. Every measured request is a text the process has never embedded; only ``hit-semantic`` answers count.
 
 Writes ``benchmarks/results/peers.json`` and ``peers.png``; prints a table, and ``markdown_table`` renders one from
 the JSON for the README.
@@ -335,6 +336,13 @@ async def _ask_all(target: Target, texts: list[str], concurrency: int) -> Load:
                        len(texts), concurrency)
 
 
+def surface_variants(text: str) -> list[str]:
+    """The text and four rewordings of its surface only (each a different exact key and a new embedding)."""
+    bare = text.strip().rstrip("?").strip()
+    out = [text, bare.lower() + "?", bare + " ?", "Question: " + text, "Please answer: " + text]
+    return list(dict.fromkeys(out))
+
+
 async def semantic_hits(work: Path, up_port: int, pool_size: int | None, n_per_level: dict[int, int],
                         procs: list[Any]) -> dict[str, Any]:
     """deja only; see the module docstring for why two processes."""
@@ -372,12 +380,16 @@ async def semantic_hits(work: Path, up_port: int, pool_size: int | None, n_per_l
         "data": "Quora duplicate pairs (label 1) of ../shared/data/qqp-dev.jsonl, all splits (latency only: no "
                 "quality figure is taken from them), each text once",
         "litellm_proxy": None, "litellm_proxy_reason": NO_SEMANTIC_PEER}
-    halves = {1: served[0::2][: n_per_level[1]], 32: served[1::2][: n_per_level[32]]}
+    # Each served paraphrase is also asked in surface variants (case, punctuation, a polite prefix): every one is
+    # a text the measuring process has never embedded, so the load is long enough for a steady rate at c32.
+    variants = [v for p in served for v in surface_variants(p.text_b)]
+    out["variants_per_paraphrase"] = len(variants) / len(served) if served else 0.0
+    halves = {1: variants[0::2][: n_per_level[1]], 32: variants[1::2][: n_per_level[32]]}
     for concurrency, chosen in halves.items():
         if not chosen:
             out[f"c{concurrency}"] = None
             continue
-        load = await _ask_all(second, [p.text_b for p in chosen], concurrency)
+        load = await _ask_all(second, chosen, concurrency)
         out[f"c{concurrency}"] = {"deja": hit_stats([load], lambda r: r.cache == "hit-semantic")}
         row = out[f"c{concurrency}"]["deja"]
         print(f"semantic hits c{concurrency}: deja {_p(row['latency'])} ms, {row['hits']}/{row['requests']} hits, "
@@ -462,7 +474,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             stop(proc)
             procs.remove(proc)
 
-        semantic = await semantic_hits(work, up_port, 600 if args.quick else None, {1: sizes[1], 32: sizes[32]},
+        semantic = await semantic_hits(work, up_port, 600 if args.quick else None, {1: sizes[1], 32: sizes[128]},
                                        procs)
         result["cache_hits"] = {"exact": exact, "semantic": semantic}
     finally:
@@ -490,13 +502,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
             if metric == "rps":
                 ys = [points[k][name]["rps"] for k in points]
             else:
-                ys = [(points[k][name].get(metric) or {}).get("p50_ms", float("nan")) for k in points]
+                # a log axis: an added latency at or under 0.01 ms (within noise of the direct call) is drawn at 0.01
+                ys = [max(0.01, (points[k][name].get(metric) or {}).get("p50_ms", float("nan"))) for k in points]
             ax.plot(xs, ys, marker="o", label=name, color=colours[name])
         ax.set_xscale("log", base=2)
-        if metric == "rps":
-            ax.set_yscale("log")
-        else:
-            ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_yscale("log")
         ax.set_xticks(xs, [str(x) for x in xs])
         ax.set_xlabel("concurrency")
         ax.set_title(title, fontsize=10)
