@@ -92,7 +92,7 @@ async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("deja starting (pid %d)", os.getpid())
+    log.info("deja starting (pid %d, %s event loop)", os.getpid(), type(loop).__module__.split(".")[0])
     app = create_app(settings)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=30)
     await runner.setup()

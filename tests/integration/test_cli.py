@@ -55,11 +55,12 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-async def test_serve_without_config_answers_through_sim(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_serve_without_config_answers_through_sim(tmp_path: Path, loop: str) -> None:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--port", str(port)], cwd=tmp_path,
-                            env={**_env(tmp_path), "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            env={**_env(tmp_path), "PYTHONPATH": str(ROOT), "DEJA_EVENT_LOOP": loop},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
         await _wait_ready(url, proc)
@@ -84,6 +85,7 @@ async def test_serve_without_config_answers_through_sim(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert b"OPEN: no master key" in err
+    assert f"{loop} event loop".encode() in err
 
 
 def test_refuses_open_bind_beyond_loopback(tmp_path: Path) -> None:
