@@ -185,7 +185,7 @@ class DejaRouter(litellm.Router):
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=True)  # HTTPS_PROXY, as httpx
         return self._session
 
     async def aclose_direct(self) -> None:
