@@ -129,7 +129,7 @@ class Gateway:
     async def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
         try:
-            response = await self.router.acompletion(**body, deja_body=body)
+            response = await self.router.acompletion(**_router_kwargs(body))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -145,7 +145,7 @@ class Gateway:
         """Yield cleaned chunks; ``served`` is filled in once the upstream answered."""
         self.check_model(body["model"])
         try:
-            upstream = await self.router.acompletion(**body, deja_body=body)
+            upstream = await self.router.acompletion(**_router_kwargs(body))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -167,7 +167,7 @@ class Gateway:
     async def embed(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
         try:
-            response = await self.router.aembedding(**body, deja_body=body)
+            response = await self.router.aembedding(**_router_kwargs(body))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -206,6 +206,39 @@ class Gateway:
         if self._http is not None:
             await self._http.close()
             self._http = None
+
+
+# Request fields that OpenAI's API also has: kept although LiteLLM knows them too
+_OPENAI_FIELDS = frozenset({"model", "messages", "input", "metadata", "user", "stream", "stream_options", "n",
+                            "tools", "tool_choice", "functions", "function_call", "temperature", "top_p", "stop",
+                            "seed", "max_tokens", "max_completion_tokens", "response_format", "logprobs",
+                            "top_logprobs", "logit_bias", "presence_penalty", "frequency_penalty", "modalities",
+                            "audio", "prediction", "reasoning_effort", "service_tier", "store", "parallel_tool_calls",
+                            "web_search_options", "verbosity", "prompt_cache_key", "safety_identifier",
+                            "dimensions", "encoding_format"})
+# What a client must not steer: LiteLLM's own parameters (credentials, api_base, callbacks, mock answers, retries,
+# fallbacks, timeouts, prices) and the Router's. They are the operator's, set in the config.
+_CONTROL_FIELDS = frozenset(litellm.main.all_litellm_params) | {
+    "timeout", "specific_deployment", "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "priority",
+    "model_group_alias", "extra_headers", "extra_body", "extra_query", "base_url", "organization", "api_type",
+    "azure_ad_token", "deployment_id", "litellm_params", "deja_body"}
+
+
+def client_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The client's request without the fields only the operator may set (see ``_CONTROL_FIELDS``)."""
+    return {k: v for k, v in body.items()
+            if k in _OPENAI_FIELDS or not (k in _CONTROL_FIELDS or k.startswith(("mock_", "aws_", "vertex_")))}
+
+
+def _router_kwargs(body: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for the Router: the client's fields, plus ``deja_body`` for the direct path. The Router
+    writes its own keys into ``metadata``: it gets a copy, so the body sent upstream keeps the client's."""
+    clean = client_fields(body)
+    kwargs = dict(clean)
+    if isinstance(clean.get("metadata"), dict):
+        kwargs["metadata"] = dict(clean["metadata"])
+    kwargs["deja_body"] = clean
+    return kwargs
 
 
 async def _close_stream(upstream: Any) -> None:
