@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -37,6 +39,7 @@ _DIRECT_PARAMS = {"model", "api_base", "base_url", "api_key", "organization", "t
                   "order", "rpm", "tpm"}  # order, weight, rpm, tpm: the Router's deployment choice, kept
 _PROVIDER = "openai"
 _DEFAULT_BASE = "https://api.openai.com/v1"
+_DRAIN_SECONDS = 5.0
 
 
 def _openai_model(litellm_model: str) -> str | None:
@@ -71,50 +74,90 @@ class DirectResult:
 
 
 class DirectStream:
-    """A streaming answer: yields each chunk as a dict; ``aclose`` drops the upstream connection."""
+    """A streaming answer: yields each chunk as a dict; ``aclose`` drops the upstream connection.
 
-    def __init__(self, response: aiohttp.ClientResponse, hidden: dict[str, Any], model: str) -> None:
-        self._response = response
+    ``first`` holds the chunks read before the call returned (up to the first one that carries anything), so that
+    a stream failing before its first token fails inside the Router's retries and fallbacks. A failure after that
+    is reported through ``on_error`` (the Router's failure bookkeeping) and raised to the reader."""
+
+    def __init__(self, events: AsyncGenerator[dict[str, Any], None], first: list[dict[str, Any]],
+                 hidden: dict[str, Any], on_error: Callable[[Exception], None]) -> None:
+        self._events = events
+        self._first = first
         self._hidden_params = hidden
-        self._model = model
-        self._lines: AsyncGenerator[dict[str, Any], None] = self._chunks()
+        self._on_error = on_error
 
     def __aiter__(self) -> DirectStream:
         return self
 
     async def __anext__(self) -> dict[str, Any]:
-        return await self._lines.__anext__()
-
-    async def _chunks(self) -> AsyncGenerator[dict[str, Any], None]:
+        if self._first:
+            return self._first.pop(0)
         try:
-            async for raw in self._response.content:
-                line = raw.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    return
-                chunk = orjson.loads(data)
-                if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
-                    error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
-                    raise litellm.APIError(status_code=500, message=str(error.get("message")),
-                                           llm_provider=_PROVIDER, model=self._model)
-                yield chunk
-            raise litellm.APIConnectionError(message="the upstream closed the stream before [DONE]",
-                                             llm_provider=_PROVIDER, model=self._model)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise litellm.APIConnectionError(message=f"stream interrupted: {exc or type(exc).__name__}",
-                                             llm_provider=_PROVIDER, model=self._model) from exc
-        finally:
-            self._response.close()
+            return await self._events.__anext__()
+        except StopAsyncIteration:
+            raise
+        except Exception as exc:
+            self._on_error(exc)
+            raise
 
     async def aclose(self) -> None:
-        self._response.close()
-        await self._lines.aclose()
+        await self._events.aclose()
 
 
-def _error(status: int, body: bytes, headers: dict[str, str], model: str) -> Exception:
+def _carries_something(chunk: dict[str, Any]) -> bool:
+    if chunk.get("usage"):
+        return True
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        if choice.get("finish_reason") or delta.get("content") or delta.get("tool_calls") or delta.get("refusal") \
+                or delta.get("function_call"):
+            return True
+    return False
+
+
+async def _events(response: aiohttp.ClientResponse, model: str) -> AsyncGenerator[dict[str, Any], None]:
+    """The ``data:`` events of an SSE response as dicts, until ``[DONE]``; the connection goes back to the pool
+    after a complete stream and is closed after anything else (a cut, an error, the reader going away)."""
+    complete = False
+    try:
+        async for raw in response.content:
+            line = raw.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                complete = True
+                break
+            chunk = orjson.loads(data)
+            if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
+                error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+                raise litellm.APIError(status_code=500, message=str(error.get("message")), llm_provider=_PROVIDER,
+                                       model=model)
+            yield chunk
+        if not complete:
+            raise litellm.APIConnectionError(message="the upstream closed the stream before [DONE]",
+                                             llm_provider=_PROVIDER, model=model)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise litellm.APIConnectionError(message=f"stream interrupted: {exc or type(exc).__name__}",
+                                         llm_provider=_PROVIDER, model=model) from exc
+    except ValueError as exc:
+        raise litellm.APIError(status_code=502, message="the upstream sent an event that is not JSON",
+                               llm_provider=_PROVIDER, model=model) from exc
+    finally:
+        if complete:
+            try:  # what follows [DONE] is the end of the body: read it so the connection can be reused
+                await asyncio.wait_for(response.read(), _DRAIN_SECONDS)
+                response.release()
+            except (TimeoutError, aiohttp.ClientError):
+                response.close()
+        else:
+            response.close()
+
+
+def _error(status: int, body: bytes, raw_headers: Any, model: str) -> Exception:
     """LiteLLM's exception for an upstream error status (the Router's retry and cooldown rules read these)."""
+    headers = {str(k).lower(): str(v) for k, v in raw_headers.items()}  # LiteLLM reads "retry-after"
     try:
         detail = orjson.loads(body).get("error") or {}
     except Exception:
@@ -184,8 +227,10 @@ class DejaRouter(litellm.Router):
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=True)  # HTTPS_PROXY, as httpx
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300, ssl=_ssl_setting())
+            # HTTP(S)_PROXY / NO_PROXY honoured as httpx does; no cookie jar: one client's cookies are not another's
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=True,
+                                                  cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     async def aclose_direct(self) -> None:
@@ -207,21 +252,35 @@ class DejaRouter(litellm.Router):
 
     async def _direct(self, path: str, model: str, body: dict[str, Any], kwargs: dict[str, Any],
                       **choice: Any) -> Any:
-        """Pick a deployment as the Router does, call it, and keep the Router's failure bookkeeping."""
+        """Pick a deployment as the Router does, call it inside the deployment's concurrency limit, and keep the
+        Router's failure bookkeeping and content-policy fallback."""
         deployment = await self.async_get_available_deployment(
             model=model, specific_deployment=kwargs.pop("specific_deployment", None), request_kwargs=kwargs,
             **choice)
         started = time.time()
         try:
-            result = await self._call(deployment, path, body, kwargs)
+            semaphore = self._get_client(deployment=deployment, kwargs=kwargs, client_type="max_parallel_requests")
+            if isinstance(semaphore, asyncio.Semaphore):
+                async with semaphore:
+                    await self.async_routing_strategy_pre_call_checks(deployment=deployment, parent_otel_span=None)
+                    result = await self._call(deployment, path, body, kwargs, started)
+            else:
+                await self.async_routing_strategy_pre_call_checks(deployment=deployment, parent_otel_span=None)
+                result = await self._call(deployment, path, body, kwargs, started)
+            if isinstance(result, DirectResult) and path == "/chat/completions":
+                finish = [SimpleNamespace(finish_reason=c.get("finish_reason")) for c in result.data["choices"]]
+                shim: Any = SimpleNamespace(choices=finish)  # the Router reads choices[0].finish_reason only
+                if self._should_raise_content_policy_error(model=model, response=shim, kwargs=kwargs):
+                    raise litellm.ContentPolicyViolationError(message="Response output was blocked.", model=model,
+                                                              llm_provider="")
         except Exception as exc:
             self._failed(deployment, exc, kwargs, started)
             raise
         increment_deployment_successes_for_current_minute(self, str(deployment["model_info"]["id"]))
         return result
 
-    async def _call(self, deployment: dict[str, Any], path: str, body: dict[str, Any],
-                    kwargs: dict[str, Any]) -> Any:
+    async def _call(self, deployment: dict[str, Any], path: str, body: dict[str, Any], kwargs: dict[str, Any],
+                    started: float) -> Any:
         params = deployment["litellm_params"]
         upstream_model = _openai_model(str(params["model"])) or str(params["model"])
         base = str(params.get("api_base") or params.get("base_url") or os.environ.get("OPENAI_BASE_URL")
@@ -234,16 +293,14 @@ class DejaRouter(litellm.Router):
             headers["OpenAI-Organization"] = str(params["organization"])
         headers.update({str(k): str(v) for k, v in (params.get("extra_headers") or {}).items()})
         stream = bool(body.get("stream"))
-        timeout_s = float(kwargs.get("timeout") or (params.get("stream_timeout") if stream else None)
-                          or params.get("timeout") or params.get("request_timeout") or self.timeout or 600)
+        timeout_s = float(self._get_timeout(kwargs={**kwargs, "stream": stream}, data=params) or 600)
         timeout = aiohttp.ClientTimeout(total=None if stream else timeout_s, sock_connect=timeout_s,
                                         sock_read=timeout_s)
         hidden = {"model_id": deployment["model_info"]["id"], "custom_llm_provider": _PROVIDER,
                   "api_base": base, "litellm_model_name": params["model"], "additional_headers": {}}
-        payload = orjson.dumps({**body, "model": upstream_model})
+        payload = orjson.dumps(_upstream_body(body, upstream_model))
         try:
-            response = await self._http().post(base + path, data=payload, headers=headers,
-                                               timeout=timeout)
+            response = await self._http().post(base + path, data=payload, headers=headers, timeout=timeout)
         except TimeoutError as exc:
             raise litellm.Timeout(message=f"no answer within {timeout_s:g} s", model=upstream_model,
                                   llm_provider=_PROVIDER) from exc
@@ -253,9 +310,9 @@ class DejaRouter(litellm.Router):
         try:
             if response.status != 200:
                 raw = await response.read()
-                raise _error(response.status, raw, dict(response.headers), upstream_model)
+                raise _error(response.status, raw, response.headers, upstream_model)
             if stream:
-                return DirectStream(response, hidden, upstream_model)
+                return await self._open_stream(response, hidden, upstream_model, deployment, kwargs, started)
             raw = await response.read()
         except TimeoutError as exc:
             response.close()
@@ -280,17 +337,70 @@ class DejaRouter(litellm.Router):
                                    llm_provider=_PROVIDER, model=upstream_model)
         return DirectResult(data, hidden)
 
+    async def _open_stream(self, response: aiohttp.ClientResponse, hidden: dict[str, Any], model: str,
+                           deployment: dict[str, Any], kwargs: dict[str, Any], started: float) -> DirectStream:
+        """Read up to the first chunk that carries anything: a stream that fails before it fails here, where the
+        Router still retries and falls back (as LiteLLM's mid-stream fallback does before the first token)."""
+        events = _events(response, model)
+        first: list[dict[str, Any]] = []
+        try:
+            async for chunk in events:
+                first.append(chunk)
+                if _carries_something(chunk):
+                    break
+        except litellm.APIConnectionError as exc:  # accepted, then cut: a server failure (LiteLLM says 503 too)
+            await events.aclose()
+            # (LiteLLM never cools a deployment down for a message naming an APIConnectionError: keep it out)
+            raise litellm.ServiceUnavailableError(message="the upstream's stream ended before its first token",
+                                                  llm_provider=_PROVIDER, model=model) from exc
+        except BaseException:
+            await events.aclose()
+            raise
+        return DirectStream(events, first, hidden, lambda exc: self._failed(deployment, exc, kwargs, started))
+
     def _failed(self, deployment: dict[str, Any], exc: Exception, kwargs: dict[str, Any], started: float) -> None:
-        """What LiteLLM's failure callback does: count the failure, maybe cool the deployment down; and what
-        ``Router._acompletion`` does: name the deployment and its retry count on the exception."""
+        """What LiteLLM's failure callback does: count the failure, maybe cool the deployment down (with the
+        deployment's own ``cooldown_time`` when it has one); and what ``Router._acompletion`` does: name the
+        deployment and its retry count on the exception."""
         if isinstance(exc, asyncio.CancelledError):
             return
         metadata = {**(kwargs.get("metadata") or {}), "deployment": deployment["litellm_params"]["model"]}
-        callback_kwargs = {"exception": exc, "litellm_params": {"model_info": deployment["model_info"],
-                                                                "metadata": metadata}}
+        callback_kwargs = {"exception": exc, "litellm_params": {
+            **deployment["litellm_params"], "model_info": deployment["model_info"], "metadata": metadata}}
         try:
             self.deployment_callback_on_failure(callback_kwargs, None, started, time.time())
         except Exception:  # bookkeeping must not hide the upstream's error
             pass
         self._set_deployment_num_retries_on_exception(exc, deployment)
         self._stamp_failed_deployment_id_with_effective_model_info(exc, deployment, kwargs)
+
+
+def _upstream_body(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """The client's body for the deployment's model. OpenAI's reasoning models (o-series, gpt-5) take
+    ``max_completion_tokens`` only; LiteLLM renames ``max_tokens`` for them, and so does this."""
+    out = {**body, "model": model}
+    if "max_tokens" in out and "max_completion_tokens" not in out and _reasoning_model(model):
+        out["max_completion_tokens"] = out.pop("max_tokens")
+    return out
+
+
+def _reasoning_model(model: str) -> bool:
+    try:
+        from litellm.llms.openai.chat.gpt_5_transformation import OpenAIGPT5Config
+        from litellm.llms.openai.chat.o_series_transformation import OpenAIOSeriesConfig
+
+        return bool(OpenAIOSeriesConfig().is_model_o_series_model(model)
+                    or OpenAIGPT5Config.is_model_gpt_5_model(model))
+    except Exception:  # another LiteLLM layout: the names OpenAI uses
+        name = model.rsplit("/", 1)[-1]
+        return name.startswith(("o1", "o3", "o4", "gpt-5"))
+
+
+def _ssl_setting() -> ssl.SSLContext | bool:
+    """LiteLLM's ``SSL_VERIFY`` / ``litellm.ssl_verify``: false, a CA bundle path, or on (the default)."""
+    value: Any = os.environ.get("SSL_VERIFY", getattr(litellm, "ssl_verify", True))
+    if value is False or (isinstance(value, str) and value.strip().lower() in {"false", "0", "no"}):
+        return False
+    if isinstance(value, str) and value.strip().lower() not in {"true", "1", "yes", ""}:
+        return ssl.create_default_context(cafile=value)
+    return True

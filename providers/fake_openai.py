@@ -49,6 +49,7 @@ class Received:
     path: str
     body: dict[str, Any]
     headers: dict[str, str]
+    peer: tuple[Any, ...] = ()  # the client's address: the same one for requests on one kept-alive connection
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -126,7 +127,8 @@ class FakeOpenAI:
 
     async def _record(self, request: web.Request) -> dict[str, Any]:
         body = await request.json()
-        self.received.append(Received(request.path, body, dict(request.headers)))
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        self.received.append(Received(request.path, body, dict(request.headers), tuple(peer or ())))
         return body
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:

@@ -38,3 +38,18 @@ def test_strategies_that_learn_from_litellm_callbacks_keep_litellm() -> None:
     assert not Gateway([deployment()], router_settings={"routing_strategy": "latency-based-routing"}).router \
         .is_direct("g")
     assert not Gateway([deployment()], direct_openai=False).router.is_direct("g")
+
+
+def test_upstream_errors_become_litellm_errors_with_their_retry_after() -> None:
+    """The Router's retry and cooldown rules read LiteLLM's exception types and a lower-case ``retry-after``."""
+    import litellm
+
+    from providers.direct import _error
+
+    limited = _error(429, b'{"error": {"message": "slow down"}}', {"Retry-After": "7"}, "gpt-4o-mini")
+    assert isinstance(limited, litellm.RateLimitError) and "slow down" in str(limited)
+    assert litellm.utils._get_retry_after_from_exception_header(limited.litellm_response_headers) == 7
+    context = _error(400, b'{"error": {"message": "too long", "code": "context_length_exceeded"}}', {}, "m")
+    assert isinstance(context, litellm.ContextWindowExceededError)
+    assert isinstance(_error(503, b"", {}, "m"), litellm.ServiceUnavailableError)
+    assert isinstance(_error(401, b"{}", {}, "m"), litellm.AuthenticationError)
