@@ -14,6 +14,7 @@ query and the request is exact-tier only.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,8 +76,11 @@ def _drop_none(mapping: dict[str, Any]) -> dict[str, Any]:
 
 def canonical_json(value: Any) -> str:
     """Canonical JSON used for hashing: sorted keys, compact separators, integral floats as ints."""
-    return orjson.dumps(_normalize(value), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
-                        default=str).decode()
+    normal = _normalize(value)
+    try:
+        return orjson.dumps(normal, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str).decode()
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits (e.g. a seed of 1e20): json takes any size
+        return json.dumps(normal, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def sha256_hex(text: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -140,11 +141,22 @@ async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
     return body
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return value
+
+
 def _strict_loads(raw: bytes) -> Any:
-    """What orjson refused: json takes what it can (integers over 64 bits), and words the error for the rest."""
+    """What orjson refused, read by json to word the error (NaN and Infinity are refused, as JSON does)."""
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite)
+    except (ValueError, UnicodeDecodeError) as exc:
         raise err.BadRequestError(f"Request body is not valid JSON: {exc}", code="invalid_json") from exc
 
 

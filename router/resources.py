@@ -97,6 +97,10 @@ async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
 
         raise ConfigError(str(exc)) from exc
     app[GATEWAY] = gateway
+    from compression import count_text_tokens
+
+    for group in gateway.groups:  # load each tokenizer now (0.2 s each), not during someone's first request
+        count_text_tokens("warm-up", group)
     try:
         yield
     finally:

@@ -55,11 +55,11 @@ class SSEWriter:
         self._beat = loop.call_later(interval, self._on_beat, loop)
 
     def stop_heartbeat(self) -> None:
+        """No more pings. One already writing is left to finish: cancelling it mid-drain would cancel aiohttp's
+        shared drain future and fail the stream's own next write."""
         if self._beat is not None:
             self._beat.cancel()
             self._beat = None
-        if self._ping is not None and not self._ping.done():
-            self._ping.cancel()
 
     def _on_beat(self, loop: asyncio.AbstractEventLoop) -> None:
         idle = loop.time() - self.last_write
@@ -98,6 +98,9 @@ class SSEWriter:
         await self.done()
 
     async def done(self) -> None:
+        self.stop_heartbeat()
+        if self._ping is not None and not self._ping.done():
+            await asyncio.wait({self._ping})  # a ping mid-write ends before the stream does
         await self.prepare()
         await self._write(b"data: [DONE]\n\n", eof=True)
 

@@ -278,14 +278,15 @@ async def test_no_keepalive_while_chunks_flow(tmp_path: Path, direct: bool) -> N
     """The heartbeat counts from the last write: a stream whose chunks come faster than the interval gets none."""
     words = " ".join(f"w{i}" for i in range(16))
     async with FakeOpenAI(default=Behaviour(content=words, chunk_delay=0.1)) as up:
-        server = await start_deja(make_settings(tmp_path, up, keepalive_seconds=0.3, cache={"enabled": False},
+        server = await start_deja(make_settings(tmp_path, up, keepalive_seconds=0.5, cache={"enabled": False},
                                                 direct_openai=direct))
         try:
-            body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+            body = {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True},
+                    "messages": [{"role": "user", "content": "x"}]}
             async with aiohttp.ClientSession() as s, s.post(server.base_url + "/chat/completions", json=body) as r:
                 raw = (await r.read()).decode()
             assert raw.count("data: ") >= 16 and raw.rstrip().endswith("data: [DONE]")
-            assert ": keep-alive" not in raw
+            assert ": keep-alive" not in raw.split("data: ", 1)[1]  # none once chunks flow
         finally:
             await server.close()
 
@@ -324,3 +325,94 @@ async def test_failing_deployment_is_cooled_down(tmp_path: Path, direct: bool) -
             assert len(bad.received) == 1 and len(good.received) == 3
         finally:
             await server.close()
+
+
+async def test_clients_cannot_steer_litellm_or_the_router(client: openai.AsyncOpenAI, upstream: FakeOpenAI,
+                                                          direct: bool) -> None:
+    """Credentials, api_base, mock answers, retries and timeouts are the operator's: sent in a body they are
+    dropped, never applied and never forwarded. OpenAI's own ``metadata`` is not touched by the Router's."""
+    result = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "who answers?"}], metadata={"team": "a"},
+        extra_body={"api_base": "http://127.0.0.1:9/v1", "api_key": "stolen?", "mock_response": "mocked",
+                    "num_retries": 7, "timeout": 0.001, "fallbacks": ["x"], "aws_secret_access_key": "k",
+                    "custom_vendor_field": 1},
+        extra_headers=NO_CACHE)
+    assert result.choices[0].message.content == "Answer to: who answers?"  # the configured upstream, not a mock
+    sent = upstream.received[-1].body
+    assert not {"api_base", "api_key", "mock_response", "num_retries", "timeout", "fallbacks",
+                "aws_secret_access_key"} & set(sent)
+    assert sent["custom_vendor_field"] == 1
+    assert upstream.received[-1].headers.get("Authorization") == "Bearer sk-fake"
+    if direct:  # LiteLLM's own call does not forward metadata; the direct path sends exactly the client's
+        assert sent["metadata"] == {"team": "a"}
+
+
+async def test_stream_failing_before_its_first_token_falls_back(tmp_path: Path, direct: bool) -> None:
+    """A stream cut before any token is a failed call the Router can still retry elsewhere."""
+    async with FakeOpenAI(default=Behaviour(kind="cut", cut_after=0)) as bad, FakeOpenAI() as good:
+        settings = make_settings(tmp_path, bad, good, config={"router_settings": {
+            "num_retries": 1, "retry_after": 0, "allowed_fails": 0, "cooldown_time": 60}},
+            cache={"enabled": False}, direct_openai=direct)
+        server = await start_deja(settings)
+        try:
+            client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+            stream = await client.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                                          messages=[{"role": "user", "content": "ping"}])
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            assert text == "Answer to: ping"
+            assert len(bad.received) == 1 and len(good.received) == 1
+        finally:
+            await server.close()
+
+
+async def test_numbers_json_does_not_have_are_refused_and_huge_integers_are_served(deja: Deja) -> None:
+    """NaN, Infinity and overflowing numbers are not JSON: 400. An integer beyond 64 bits is JSON: answered."""
+    async def post(data: bytes) -> tuple[int, dict]:
+        async with aiohttp.ClientSession() as s, s.post(deja.base_url + "/chat/completions", data=data,
+                                                        headers={"Content-Type": "application/json"}) as r:
+            return r.status, await r.json()
+
+    for bad in (b"NaN", b"Infinity", b"1e400"):
+        status, body = await post(b'{"model": "gpt-4o-mini", "temperature": ' + bad +
+                                  b', "messages": [{"role": "user", "content": "x"}]}')
+        assert status == 400 and body["error"]["code"] == "invalid_json", bad
+    status, body = await post(b'{"model": "gpt-4o-mini", "seed": 100000000000000000000, '
+                              b'"messages": [{"role": "user", "content": "big seed"}]}')
+    assert status == 200 and body["choices"][0]["message"]["content"] == "Answer to: big seed"
+
+
+async def test_reasoning_models_get_max_completion_tokens(tmp_path: Path, upstream: FakeOpenAI,
+                                                          direct: bool) -> None:
+    """OpenAI's o-series and gpt-5 refuse ``max_tokens``: it is sent as ``max_completion_tokens``, on both paths."""
+    models = [{"model_name": "reasoner", "litellm_params": {"model": "openai/o3-mini", "api_base": upstream.base_url,
+                                                            "api_key": "sk-fake"}}]
+    server = await start_deja(make_settings(tmp_path, config={"model_list": models}, cache={"enabled": False},
+                                            direct_openai=direct))
+    try:
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        await client.chat.completions.create(model="reasoner", max_tokens=50,
+                                             messages=[{"role": "user", "content": "think"}])
+        sent = upstream.received[-1].body
+        assert sent["max_completion_tokens"] == 50 and "max_tokens" not in sent
+    finally:
+        await server.close()
+
+
+async def test_direct_streams_reuse_the_upstream_connection(tmp_path: Path) -> None:
+    """A complete stream hands its connection back to the pool (no new TCP or TLS handshake per request), also
+    when the end of the body comes after ``[DONE]`` (the fake pauses after every event, as a network does)."""
+    upstream = FakeOpenAI(default=Behaviour(chunk_delay=0.05))
+    await upstream.start()
+    server = await start_deja(make_settings(tmp_path, upstream, cache={"enabled": False}))
+    try:
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        for i in range(3):
+            stream = await client.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                                          messages=[{"role": "user", "content": f"s{i}"}])
+            assert [c async for c in stream]
+            await server.settled()
+        peers = {r.peer for r in upstream.received}
+        assert len(upstream.received) == 3 and len(peers) == 1, peers
+    finally:
+        await server.close()
+        await upstream.close()
