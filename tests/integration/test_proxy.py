@@ -416,3 +416,19 @@ async def test_direct_streams_reuse_the_upstream_connection(tmp_path: Path) -> N
     finally:
         await server.close()
         await upstream.close()
+
+
+@pytest.mark.parametrize("bypass", [False, True], ids=["via-proxy", "no-proxy"])
+async def test_direct_path_honours_http_proxy_settings(tmp_path: Path, upstream: FakeOpenAI,
+                                                       monkeypatch: pytest.MonkeyPatch, bypass: bool) -> None:
+    """HTTP_PROXY / NO_PROXY apply to the direct path as they do to LiteLLM's own client."""
+    async with FakeOpenAI() as forward_proxy:  # answers the proxied request itself: enough to see the route
+        monkeypatch.setenv("HTTP_PROXY", forward_proxy.base_url.rsplit("/v1", 1)[0])
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1" if bypass else "")
+        server = await start_deja(make_settings(tmp_path, upstream, cache={"enabled": False}))
+        try:
+            client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+            await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "p"}])
+            assert (len(upstream.received), len(forward_proxy.received)) == ((1, 0) if bypass else (0, 1))
+        finally:
+            await server.close()
