@@ -18,6 +18,7 @@ from LiteLLM's success callbacks) and LiteLLM is not asked to rewrite requests (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 import time
@@ -237,16 +238,14 @@ class DejaRouter(litellm.Router):
 
     def _proxy(self, url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
         """HTTP(S)_PROXY / NO_PROXY for an upstream, as LiteLLM's httpx client honours them; read once per base."""
-        base = url.split("/", 3)[:3]
-        key = "/".join(base)
-        found = self._proxies.get(key)
+        found = self._proxies.get(url)
         if found is None:
             try:
                 proxy, auth = aiohttp.helpers.get_env_proxy_for_url(yarl.URL(url))
                 found = (str(proxy), auth)
             except LookupError:
                 found = (None, None)
-            self._proxies[key] = found
+            self._proxies[url] = found
         return found
 
     async def aclose_direct(self) -> None:
@@ -276,11 +275,8 @@ class DejaRouter(litellm.Router):
         started = time.time()
         try:
             semaphore = self._get_client(deployment=deployment, kwargs=kwargs, client_type="max_parallel_requests")
-            if isinstance(semaphore, asyncio.Semaphore):
-                async with semaphore:
-                    await self.async_routing_strategy_pre_call_checks(deployment=deployment, parent_otel_span=None)
-                    result = await self._call(deployment, path, body, kwargs, started)
-            else:
+            limit = semaphore if isinstance(semaphore, asyncio.Semaphore) else contextlib.nullcontext()
+            async with limit:
                 await self.async_routing_strategy_pre_call_checks(deployment=deployment, parent_otel_span=None)
                 result = await self._call(deployment, path, body, kwargs, started)
             if isinstance(result, DirectResult) and path == "/chat/completions":
@@ -315,33 +311,26 @@ class DejaRouter(litellm.Router):
         hidden = {"model_id": deployment["model_info"]["id"], "custom_llm_provider": _PROVIDER,
                   "api_base": base, "litellm_model_name": params["model"], "additional_headers": {}}
         payload = orjson.dumps(_upstream_body(body, upstream_model))
+        proxy, proxy_auth = self._proxy(base)
+        response: aiohttp.ClientResponse | None = None
         try:
-            proxy, proxy_auth = self._proxy(base)
             response = await self._http().post(base + path, data=payload, headers=headers, timeout=timeout,
                                                proxy=proxy, proxy_auth=proxy_auth)
-        except TimeoutError as exc:
-            raise litellm.Timeout(message=f"no answer within {timeout_s:g} s", model=upstream_model,
-                                  llm_provider=_PROVIDER) from exc
-        except aiohttp.ClientError as exc:
-            raise litellm.APIConnectionError(message=str(exc) or type(exc).__name__, llm_provider=_PROVIDER,
-                                             model=upstream_model) from exc
-        try:
             if response.status != 200:
                 raw = await response.read()
                 raise _error(response.status, raw, response.headers, upstream_model)
             if stream:
                 return await self._open_stream(response, hidden, upstream_model, deployment, kwargs, started)
             raw = await response.read()
-        except TimeoutError as exc:
-            response.close()
-            raise litellm.Timeout(message=f"no answer within {timeout_s:g} s", model=upstream_model,
-                                  llm_provider=_PROVIDER) from exc
-        except aiohttp.ClientError as exc:
-            response.close()
-            raise litellm.APIConnectionError(message=str(exc) or type(exc).__name__, llm_provider=_PROVIDER,
-                                             model=upstream_model) from exc
-        except BaseException:
-            response.close()
+        except BaseException as exc:
+            if response is not None:
+                response.close()
+            if isinstance(exc, TimeoutError):
+                raise litellm.Timeout(message=f"no answer within {timeout_s:g} s", model=upstream_model,
+                                      llm_provider=_PROVIDER) from exc
+            if isinstance(exc, aiohttp.ClientError):
+                raise litellm.APIConnectionError(message=str(exc) or type(exc).__name__, llm_provider=_PROVIDER,
+                                                 model=upstream_model) from exc
             raise
         response.release()
         try:

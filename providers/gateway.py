@@ -20,7 +20,7 @@ from typing import Any  # noqa: E402
 import aiohttp  # noqa: E402
 import litellm  # noqa: E402
 
-from providers.direct import DejaRouter, DirectResult, DirectStream  # noqa: E402
+from providers.direct import DejaRouter, DirectStream  # noqa: E402
 from providers.errors import ProviderError, UnknownModelError, translate  # noqa: E402
 from providers.shape import clean_chunk, clean_completion  # noqa: E402
 from providers.sim import PROVIDER as SIM_PROVIDER  # noqa: E402
@@ -135,7 +135,7 @@ class Gateway:
         except Exception as exc:
             raise translate(exc) from exc
         served = self._served(getattr(response, "_hidden_params", None))
-        data = clean_completion(response.data if isinstance(response, DirectResult) else response.model_dump())
+        data = clean_completion(response.model_dump())
         usage = data.get("usage") or {}
         served.cost_usd = self.cost(served, body["model"], usage.get("prompt_tokens", 0),
                                     usage.get("completion_tokens", 0))

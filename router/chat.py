@@ -248,7 +248,6 @@ async def _stream_miss(request: web.Request, body: dict[str, Any], ex: Exchange,
                 ex.first_token()
             await writer.send(item)
     except ProviderError as exc:
-        writer.stop_heartbeat()
         ex.upstream_failed(exc, started, served.deployment or app[GATEWAY].first_deployment(ex.model))
         error = provider_error(exc)
         if not writer.prepared:
