@@ -48,9 +48,7 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -65,13 +63,13 @@ from benchmarks.procs import (
     cpu_seconds,
     ensure_litellm_proxy,
     memory_kib,
+    run_and_save,
     start_deja,
     start_litellm_proxy,
     start_upstream,
     stop,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CONCURRENCY = (1, 8, 32, 128)
 P99_BOUND_MS = 50.0
 REQUESTS = {1: 400, 8: 400, 32: 400, 128: 1000}
@@ -568,11 +566,7 @@ def main() -> None:
     parser.add_argument("--litellm-proxy", metavar="BIN", default=os.environ.get("LITELLM_PROXY_BIN"),
                         help="an installed `litellm` binary to use instead of .bench/litellm-proxy")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the servers (try/finally)
-    result = asyncio.run(main_async(args))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "peers.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, RESULTS / "peers.png")
+    result = run_and_save("peers", lambda: main_async(args), plot)
     print()
     print(markdown_table(result))
 

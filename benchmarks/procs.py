@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def run_and_save(name: str, measure: Callable[[], Awaitable[dict[str, Any]]],
+                 plot: Callable[[dict[str, Any], Path], None]) -> dict[str, Any]:
+    """Run a benchmark's ``measure`` (a SIGTERM still stops its servers through its try/finally), then write
+    ``results/<name>.json`` and ``results/<name>.png``."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    result = asyncio.run(measure())
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, RESULTS / f"{name}.png")
+    return result
 
 
 def free_port() -> int:

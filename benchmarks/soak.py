@@ -37,9 +37,7 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -50,9 +48,8 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.procs import memory_kib, start_deja, start_upstream, stop
+from benchmarks.procs import memory_kib, run_and_save, start_deja, start_upstream, stop
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MASTER_KEY = "sk-soak-master-0123456789"
 WEIGHTS = {"exact": 0.30, "semantic": 0.20, "miss": 0.20, "stream": 0.18, "disconnect": 0.12}
 LIMITED_RPM = 30
@@ -442,11 +439,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, help="seconds between RSS samples (default: duration / 300, "
                                                        "at least 1)")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the servers (try/finally)
-    result = asyncio.run(main_async(args))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, RESULTS / "soak.png")
+    result = run_and_save("soak", lambda: main_async(args), plot)
     print(report(result))
 
 

@@ -309,13 +309,17 @@ async def test_health(deja: Deja, upstream: FakeOpenAI) -> None:
             assert r.status == 503
 
 
+async def _start_bad_then_good(tmp_path: Path, bad: FakeOpenAI, good: FakeOpenAI, direct: bool) -> Deja:
+    """deja with one group of two deployments, ``bad`` first; one retry; one failure cools a deployment down."""
+    return await start_deja(make_settings(tmp_path, bad, good, config={"router_settings": {
+        "num_retries": 1, "retry_after": 0, "allowed_fails": 0, "cooldown_time": 60}},
+        cache={"enabled": False}, direct_openai=direct))
+
+
 async def test_failing_deployment_is_cooled_down(tmp_path: Path, direct: bool) -> None:
     """After a failure the Router cools the deployment down: the next request goes straight to the healthy one."""
     async with FakeOpenAI(default=Behaviour(kind="error", status=500)) as bad, FakeOpenAI() as good:
-        settings = make_settings(tmp_path, bad, good, config={"router_settings": {
-            "num_retries": 1, "retry_after": 0, "allowed_fails": 0, "cooldown_time": 60}},
-            cache={"enabled": False}, direct_openai=direct)
-        server = await start_deja(settings)
+        server = await _start_bad_then_good(tmp_path, bad, good, direct)
         try:
             client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
             for text in ("one", "two", "three"):
@@ -350,10 +354,7 @@ async def test_clients_cannot_steer_litellm_or_the_router(client: openai.AsyncOp
 async def test_stream_failing_before_its_first_token_falls_back(tmp_path: Path, direct: bool) -> None:
     """A stream cut before any token is a failed call the Router can still retry elsewhere."""
     async with FakeOpenAI(default=Behaviour(kind="cut", cut_after=0)) as bad, FakeOpenAI() as good:
-        settings = make_settings(tmp_path, bad, good, config={"router_settings": {
-            "num_retries": 1, "retry_after": 0, "allowed_fails": 0, "cooldown_time": 60}},
-            cache={"enabled": False}, direct_openai=direct)
-        server = await start_deja(settings)
+        server = await _start_bad_then_good(tmp_path, bad, good, direct)
         try:
             client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
             stream = await client.chat.completions.create(model="gpt-4o-mini", stream=True,
