@@ -23,9 +23,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from router.auth import Limits
-from router.limits import Limiter, MemoryLimiter
-from router.limits_redis import RedisLimiter
+from router.auth.keys import Limits
+from router.limits.memory import Limiter, MemoryLimiter
+from router.limits.redis_limiter import RedisLimiter
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL_LIMITS = Limits(rpm=10**9, tpm=10**12, budget_usd=1e12, budget_period="daily")

@@ -93,7 +93,7 @@ def start_deja(workdir: Path, upstream_port: int, deja: dict[str, Any]) -> tuple
         "deja": {"database_url": f"sqlite:///{workdir}/deja.db", "log_level": "warning", **deja}}
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(path), "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "router.cli.main", "serve", "--config", str(path), "--port",
                              str(port)], env=_env(), cwd=workdir, stdout=subprocess.DEVNULL,
                             stderr=open(workdir / "deja.log", "wb"))
     wait_port(port, proc)

@@ -11,11 +11,14 @@ from typing import Any
 
 from aiohttp import web
 
-from router import admin, chat, openai_routes, status
 from router.appkeys import METRICS, RECENT_ERRORS, SETTINGS
 from router.config import ConfigError, Settings
-from router.http import request_middleware
-from router.metrics import Metrics
+from router.http import admin
+from router.http import openai as openai_routes
+from router.http.middleware import request_middleware
+from router.ops import status
+from router.ops.metrics import Metrics
+from router.pipeline import chat
 from router.resources import (
     DB_SCHEMA,
     EMBEDDER_OVERRIDE,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from router.config import Settings
-from router.metrics import Metrics
+from router.ops.metrics import Metrics
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     from cache import SemanticCache
     from cache.embedder import Embedder
     from providers.gateway import Gateway
-    from router.auth import Authenticator
-    from router.limits import Limiter
-    from router.status import RecentErrors
+    from router.auth.keys import Authenticator
+    from router.limits.memory import Limiter
+    from router.ops.status import RecentErrors
     from router.storage import Storage, UsageWriter
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -159,8 +159,8 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
-    from router.auth import Authenticator
-    from router.limits import MemoryLimiter
+    from router.auth.keys import Authenticator
+    from router.limits.memory import MemoryLimiter
 
     settings = app[SETTINGS]
     deja = settings.deja
@@ -170,7 +170,7 @@ async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     backend = deja.limits.backend
     if backend == "redis" or (backend == "auto" and deja.redis_url):
-        from router.limits_redis import RedisLimiter
+        from router.limits.redis_limiter import RedisLimiter
 
         if not deja.redis_url:
             from router.config import ConfigError

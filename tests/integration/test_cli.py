@@ -58,7 +58,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 async def test_serve_without_config_answers_through_sim(tmp_path: Path, loop: str) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--port", str(port)], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "router.cli.main", "serve", "--port", str(port)], cwd=tmp_path,
                             env={**_env(tmp_path), "PYTHONPATH": str(ROOT), "DEJA_EVENT_LOOP": loop},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -89,7 +89,7 @@ async def test_serve_without_config_answers_through_sim(tmp_path: Path, loop: st
 
 
 def test_refuses_open_bind_beyond_loopback(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "router.cli", "serve", "--host", "0.0.0.0", "--port", "0"],
+    result = subprocess.run([sys.executable, "-m", "router.cli.main", "serve", "--host", "0.0.0.0", "--port", "0"],
                             cwd=tmp_path, env={**_env(tmp_path), "PYTHONPATH": str(ROOT)}, capture_output=True,
                             timeout=120)
     assert result.returncode == 2
@@ -99,7 +99,7 @@ def test_refuses_open_bind_beyond_loopback(tmp_path: Path) -> None:
 def test_invalid_config_stops_startup_naming_the_field(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("deja:\n  cache:\n    capacity: zero\n")
-    result = subprocess.run([sys.executable, "-m", "router.cli", "serve", "--config", str(config)], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "router.cli.main", "serve", "--config", str(config)], cwd=tmp_path,
                             env={**_env(tmp_path), "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=120)
     assert result.returncode == 2
     assert b"deja.cache.capacity" in result.stderr
@@ -110,7 +110,7 @@ async def test_workers_share_port_cache_and_metrics(tmp_path: Path, redis_url: s
     port = free_port()
     env = {**_env(tmp_path), "PYTHONPATH": str(ROOT), "DEJA_REDIS_URL": redis_url, "DEJA_REDIS_PREFIX": redis_prefix,
            "DEJA_CACHE__SEMANTIC": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--port", str(port), "--workers", "2"],
+    proc = subprocess.Popen([sys.executable, "-m", "router.cli.main", "serve", "--port", str(port), "--workers", "2"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -131,7 +131,7 @@ async def test_workers_share_port_cache_and_metrics(tmp_path: Path, redis_url: s
 
 
 def test_workers_need_redis(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "router.cli", "serve", "--workers", "2", "--port", "0"],
+    result = subprocess.run([sys.executable, "-m", "router.cli.main", "serve", "--workers", "2", "--port", "0"],
                             cwd=tmp_path, env={**_env(tmp_path), "PYTHONPATH": str(ROOT)}, capture_output=True,
                             timeout=120)
     assert result.returncode == 2 and b"redis_url" in result.stderr
@@ -140,7 +140,7 @@ def test_workers_need_redis(tmp_path: Path) -> None:
 @pytest.mark.slow
 async def test_open_bind_needs_the_explicit_flag(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--host", "0.0.0.0", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "router.cli.main", "serve", "--host", "0.0.0.0", "--port", str(port),
                              "--allow-open-bind"], cwd=tmp_path, env={**_env(tmp_path), "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -156,7 +156,7 @@ async def test_open_bind_needs_the_explicit_flag(tmp_path: Path) -> None:
 async def test_sigterm_during_start_up_stops_cleanly(tmp_path: Path, redis_url: str, redis_prefix: str,
                                                      workers: int) -> None:
     env = {**_env(tmp_path), "PYTHONPATH": str(ROOT), "DEJA_REDIS_URL": redis_url, "DEJA_REDIS_PREFIX": redis_prefix}
-    proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--port", str(free_port()),
+    proc = subprocess.Popen([sys.executable, "-m", "router.cli.main", "serve", "--port", str(free_port()),
                              "--workers", str(workers)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

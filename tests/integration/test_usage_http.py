@@ -20,7 +20,7 @@ from providers.fake_openai import Behaviour, FakeOpenAI
 from router.appkeys import STORAGE
 from router.storage import UsageFilter, open_storage
 from tests.integration.harness import ROOT, Deja, make_settings, start_deja
-from tests.integration.storage.helpers import TcpProxy, wait_for
+from tests.integration.router.storage.helpers import TcpProxy, wait_for
 
 MASTER = "sk-master-test"
 USAGE = {"prompt_tokens": 13, "completion_tokens": 7, "total_tokens": 20}
@@ -174,7 +174,7 @@ async def test_sigterm_during_load_loses_no_row(tmp_path: Path, database_url: st
                      "usage": {"flush_interval": 5.0, "batch_size": 10_000}}}
         (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("DEJA_")} | {"PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(tmp_path / "c.yaml"),
+        proc = subprocess.Popen([sys.executable, "-m", "router.cli.main", "serve", "--config", str(tmp_path / "c.yaml"),
                                  "--port", str(port)], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
         try:
             await asyncio.to_thread(wait_port, port, proc)
@@ -217,28 +217,28 @@ async def test_cli_keys_and_usage_table(tmp_path: Path, upstream: FakeOpenAI) ->
     await server.close()  # drains the usage queue
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEJA_")}
     env |= {"PYTHONPATH": str(ROOT), "DEJA_DATABASE_URL": f"sqlite:///{tmp_path}/u.db"}
-    created = subprocess.run([sys.executable, "-m", "router.cli", "keys", "create", "--name", "cli", "--tenant",
+    created = subprocess.run([sys.executable, "-m", "router.cli.main", "keys", "create", "--name", "cli", "--tenant",
                               "acme", "--rpm", "10"], env=env, capture_output=True, timeout=120, cwd=tmp_path)
     assert created.returncode == 0, created.stderr.decode()
     key = json.loads(created.stdout)
     assert key["key"].startswith("sk-deja-") and key["tenant"] == "acme" and key["rpm"] == 10
-    listed = subprocess.run([sys.executable, "-m", "router.cli", "keys", "list"], env=env, capture_output=True,
+    listed = subprocess.run([sys.executable, "-m", "router.cli.main", "keys", "list"], env=env, capture_output=True,
                             timeout=120, cwd=tmp_path)
     assert key["id"] in listed.stdout.decode() and key["key"] not in listed.stdout.decode()
-    revoked = subprocess.run([sys.executable, "-m", "router.cli", "keys", "revoke", key["id"]], env=env,
+    revoked = subprocess.run([sys.executable, "-m", "router.cli.main", "keys", "revoke", key["id"]], env=env,
                              capture_output=True, timeout=120, cwd=tmp_path)
     assert json.loads(revoked.stdout)["active"] is False
-    usage = subprocess.run([sys.executable, "-m", "router.cli", "usage", "--group-by", "model"], env=env,
+    usage = subprocess.run([sys.executable, "-m", "router.cli.main", "usage", "--group-by", "model"], env=env,
                            capture_output=True, timeout=120, cwd=tmp_path)
     table = usage.stdout.decode()
     assert usage.returncode == 0 and "requests" in table
     assert [line.split()[:2] for line in table.splitlines() if line.startswith("gpt")] == [["gpt-4o-mini", "1"]]
-    migrate = subprocess.run([sys.executable, "-m", "router.cli", "db", "migrate"], env=env, capture_output=True,
+    migrate = subprocess.run([sys.executable, "-m", "router.cli.main", "db", "migrate"], env=env, capture_output=True,
                              timeout=120, cwd=tmp_path)
     assert migrate.returncode == 0 and "applied now: nothing" in migrate.stdout.decode()
     # the database from a config file given after the command, as `deja serve --config` takes it
     (tmp_path / "c.yaml").write_text(f"deja:\n  database_url: sqlite:///{tmp_path}/u.db\n")
     env.pop("DEJA_DATABASE_URL")
-    listed = subprocess.run([sys.executable, "-m", "router.cli", "keys", "list", "--config", "c.yaml"], env=env,
+    listed = subprocess.run([sys.executable, "-m", "router.cli.main", "keys", "list", "--config", "c.yaml"], env=env,
                             capture_output=True, timeout=120, cwd=tmp_path)
     assert listed.returncode == 0 and key["id"] in listed.stdout.decode(), listed.stderr.decode()

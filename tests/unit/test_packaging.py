@@ -37,5 +37,5 @@ def test_wheel_carries_every_data_file(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("deja-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = _data_files()
-    assert {"cache/data/verifier.json", "cache/data/word_vectors.npz", "router/static/status.html"} <= expected
+    assert {"cache/data/verifier.json", "cache/data/word_vectors.npz", "router/ops/static/status.html"} <= expected
     assert expected - names == set()
