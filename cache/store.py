@@ -7,14 +7,15 @@ per scope for the semantic tier. Policy (what to look up, what to accept) lives 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from cache.errors import CacheConfigError
-from cache.index import Match, VectorIndex
+from cache.index import DEFAULT_ANN_MIN_ROWS, Match, VectorIndex
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class CacheEntry:
     expires_at: float
     namespace: str
     model: str
+    #: The transformer's vector of ``query`` (unit float32), once some lookup or store has computed it.
+    dense: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,15 @@ class CacheStore(Protocol):
         """The ``k`` nearest live entries of the scope, best first. Ids may be stale: check with get()."""
         ...
 
-    async def put(self, entry: CacheEntry, vector: np.ndarray | None, now: float) -> None:
-        """Insert or replace ``entry``; evict least-recently-used entries beyond capacity."""
+    async def put(
+        self, entry: CacheEntry, vector: np.ndarray | None, now: float, *, dense: np.ndarray | None = None
+    ) -> None:
+        """Insert or replace ``entry``; evict least-recently-used entries beyond capacity. ``vector`` is the
+        searched one (the gate's), ``dense`` the transformer's when already known (kept with the entry)."""
+        ...
+
+    async def keep_dense(self, entry_id: str, dense: np.ndarray) -> None:
+        """Keep the transformer vector of an existing entry (computed when it first was a candidate)."""
         ...
 
     async def clear(self, *, namespace: str | None = None, model: str | None = None) -> int:
@@ -91,11 +101,13 @@ def matches(entry_namespace: str, entry_model: str, namespace: str | None, model
 class MemoryStore:
     """Everything in this process: an LRU-ordered dict of entries plus a numpy vector index."""
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    def __init__(
+        self, capacity: int = 100_000, *, dim: int | None = None, ann_min_rows: int | None = DEFAULT_ANN_MIN_ROWS
+    ) -> None:
         self._capacity = check_capacity(capacity)
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()  # oldest use first
         self._scope_sizes: dict[str, int] = {}
-        self._index = VectorIndex()
+        self._index = VectorIndex(dim, ann_min_rows=ann_min_rows)
 
     @property
     def backend(self) -> str:
@@ -138,8 +150,12 @@ class MemoryStore:
             self._delete(entry_id)
         return self._index.search(scope_key, vector, k, now)
 
-    async def put(self, entry: CacheEntry, vector: np.ndarray | None, now: float) -> None:
+    async def put(
+        self, entry: CacheEntry, vector: np.ndarray | None, now: float, *, dense: np.ndarray | None = None
+    ) -> None:
         self._delete(entry.id)
+        if dense is not None:
+            entry = dataclasses.replace(entry, dense=np.asarray(dense, dtype=np.float32))
         if vector is not None:
             self._index.add(entry.scope_key, entry.id, vector, entry.expires_at)
         self._entries[entry.id] = entry
@@ -147,6 +163,11 @@ class MemoryStore:
         while len(self._entries) > self._capacity:
             oldest = next(iter(self._entries))
             self._delete(oldest)
+
+    async def keep_dense(self, entry_id: str, dense: np.ndarray) -> None:
+        entry = self._entries.get(entry_id)
+        if entry is not None:
+            self._entries[entry_id] = dataclasses.replace(entry, dense=np.asarray(dense, dtype=np.float32))
 
     async def clear(self, *, namespace: str | None = None, model: str | None = None) -> int:
         doomed = [e.id for e in self._entries.values() if matches(e.namespace, e.model, namespace, model)]
