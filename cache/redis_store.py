@@ -35,83 +35,11 @@ from redis.exceptions import RedisError, ResponseError
 
 from cache.errors import CacheConfigError, CacheError, CacheUnavailableError
 from cache.index import DEFAULT_ANN_MIN_ROWS, Match, VectorIndex
+from cache.redis_scripts import LUA_CLEAR, LUA_COUNT, LUA_KEEP_DENSE, LUA_PUT
 from cache.store import CacheEntry, StoreCounts, check_capacity, matches
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-_LUA_DROP = """
-local lru, exp, stream = KEYS[1], KEYS[2], KEYS[3]
-local eprefix, maxlen = ARGV[1], ARGV[2]
-local function drop(id)
-  redis.call('ZREM', lru, id)
-  redis.call('ZREM', exp, id)
-  local n = redis.call('DEL', eprefix .. id)
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'op', 'del', 'id', id)
-  return n
-end
-local function purge(now, out)
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, 1000)) do
-    drop(id)
-    out[#out + 1] = id
-  end
-end
-"""
-
-# KEYS: lru exp stream entry; ARGV: eprefix maxlen id now ttl_ms expires capacity scope vec field value...
-_LUA_PUT = _LUA_DROP + """
-local id, now, expires, capacity = ARGV[3], ARGV[4], ARGV[6], tonumber(ARGV[7])
-local entry, scope, vec = KEYS[4], ARGV[8], ARGV[9]
-local out = {}
-local had_vec = redis.call('HEXISTS', entry, 'vec') == 1
-redis.call('DEL', entry)
-redis.call('HSET', entry, unpack(ARGV, 10))
-redis.call('PEXPIRE', entry, ARGV[5])
-redis.call('ZADD', lru, now, id)
-redis.call('ZADD', exp, expires, id)
-if vec ~= '' then
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'op', 'add', 'id', id, 'scope', scope,
-             'exp', expires, 'vec', vec)
-elseif had_vec then
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'op', 'del', 'id', id)
-end
-purge(now, out)
-local over = redis.call('ZCARD', lru) - capacity
-if over > 0 then
-  for _, old in ipairs(redis.call('ZRANGE', lru, 0, over)) do
-    if over > 0 and old ~= id then
-      drop(old)
-      out[#out + 1] = old
-      over = over - 1
-    end
-  end
-end
-return out
-"""
-
-# KEYS: entry; ARGV: dense vector -> 1 if kept (never recreates a deleted or expired entry)
-_LUA_KEEP_DENSE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'dense', ARGV[1])
-  return 1
-end
-return 0
-"""
-
-# KEYS: lru exp stream; ARGV: eprefix maxlen now -> {entries left, purged ids...}
-_LUA_COUNT = _LUA_DROP + """
-local out = {}
-purge(ARGV[3], out)
-return {redis.call('ZCARD', lru), out}
-"""
-
-# KEYS: lru exp stream; ARGV: eprefix maxlen id... -> number of entries deleted
-_LUA_CLEAR = _LUA_DROP + """
-local n = 0
-for i = 3, #ARGV do n = n + drop(ARGV[i]) end
-return n
-"""
-
 
 class Keys:
     """Every Redis key name the store uses, under one prefix."""
@@ -217,10 +145,10 @@ class RedisStore:
         self._maxlen = stream_maxlen
         self._max_backoff = max_backoff
         self._batch = read_batch
-        self._put = self._client.register_script(_LUA_PUT)
-        self._count = self._client.register_script(_LUA_COUNT)
-        self._clear = self._client.register_script(_LUA_CLEAR)
-        self._keep_dense = self._client.register_script(_LUA_KEEP_DENSE)
+        self._put = self._client.register_script(LUA_PUT)
+        self._count = self._client.register_script(LUA_COUNT)
+        self._clear = self._client.register_script(LUA_CLEAR)
+        self._keep_dense = self._client.register_script(LUA_KEEP_DENSE)
         self._dim, self._ann_min = dim, ann_min_rows
         self._index = self._new_index()
         self._skipped = 0
