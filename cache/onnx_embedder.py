@@ -272,7 +272,7 @@ class OnnxEmbedder(MicroBatchEmbedder):
         *,
         precision: Precision = DEFAULT_PRECISION,
         max_batch: int = 64,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         threads: int | None = None,
         max_seq_length: int | None = None,
         cache_dir: str | Path | None = None,
