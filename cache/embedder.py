@@ -4,7 +4,8 @@
 thread. Concurrent ``embed()`` calls are gathered into micro-batches: the batcher takes every waiting text, up
 to ``max_batch``, and encodes them in one call; while a batch encodes, the next gathers. By default
 (``max_wait_ms=0``) a lone text is encoded at once: waiting for company that does not come cost 2 ms per
-lookup at concurrency 1, and under load the texts that arrive during an encode form the next batch anyway. Recent texts are served from an LRU without touching the model.
+lookup at concurrency 1, and under load the texts that arrive during an encode form the next batch anyway.
+Recent texts are served from an LRU without touching the model.
 """
 
 from __future__ import annotations

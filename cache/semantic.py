@@ -12,7 +12,8 @@ Lookup order:
    a. **gate** (when a :class:`~cache.gate.StaticEmbedder` is configured): the query's static vector (~0.1 ms)
       is searched among the scope's stored static vectors; when no candidate reaches ``gate_threshold`` the
       lookup is a miss decided by the gate, and neither the transformer nor the verifier runs;
-   b. **transformer**: the query is embedded by the transformer; the gate's candidates are re-ranked by the
+   b. **transformer**: the query is embedded by the transformer; the gate's best ``transformer_candidates``
+      candidates at or above its threshold are re-ranked by the
       transformer's cosine (a stored entry's transformer vector is computed the first time it is a candidate,
       then kept with the entry, shared through Redis), and the first with cosine >= floor that the verifier
       accepts is served. Without a gate, the transformer's vectors are the searched ones (one stage).
@@ -53,6 +54,10 @@ DEFAULT_MIN_SIMILARITY = 0.9
 DEFAULT_TEMPERATURE = 1.0
 #: Queries longer than this (characters) skip the semantic tier: nobody's giant prompt reaches the tokenizer.
 DEFAULT_MAX_QUERY_CHARS = 4000
+#: With a gate, at most this many of its candidates (the best by static cosine) reach the transformer: each may
+#: need its own transformer vector the first time. On the QQP calibrate split every hit served was the gate's
+#: first candidate.
+DEFAULT_TRANSFORMER_CANDIDATES = 2
 
 Stage = Literal["exact", "gate", "transformer"]
 
@@ -140,6 +145,7 @@ class SemanticCache:
         gate: Gate | None = None,
         gate_threshold: float | None = None,
         max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+        transformer_candidates: int = DEFAULT_TRANSFORMER_CANDIDATES,
     ) -> None:
         if ttl_seconds <= 0:
             raise CacheConfigError(f"ttl_seconds must be positive, got {ttl_seconds}")
@@ -155,6 +161,7 @@ class SemanticCache:
         self._gate = gate
         self.gate_threshold = DEFAULT_GATE_THRESHOLD if gate_threshold is None else float(gate_threshold)
         self.max_query_chars = max_query_chars
+        self.transformer_candidates = max(1, transformer_candidates)
         self.ttl_seconds = float(ttl_seconds)
         self.max_semantic_temperature = float(max_semantic_temperature)
         self.top_k = top_k
@@ -238,7 +245,7 @@ class SemanticCache:
         gate_vector = self._gate.embed(query)
         matches = await self._store.search(scope.key, gate_vector, self.top_k, now)
         best_gate = matches[0].similarity if matches else None
-        passing = [m for m in matches if m.similarity >= self.gate_threshold]
+        passing = [m for m in matches if m.similarity >= self.gate_threshold][: self.transformer_candidates]
         if not passing:
             return self._miss(stage="gate", floor=floor, gate_similarity=best_gate,
                               gate_threshold=self.gate_threshold, vectors=QueryVectors(query, gate_vector, None))

@@ -222,3 +222,13 @@ async def test_any_query_is_a_clean_lookup(stored: str, asked: str) -> None:
     assert result.kind in ("exact", "semantic", "miss")
     if len(asked) > 100:
         assert result.skipped == "too_large"
+
+
+async def test_only_the_gates_best_candidates_reach_the_transformer() -> None:
+    cache, embedder, _ = make(transformer_candidates=1)
+    for text in ("What is the capital of France?", "What is the capital of France now?",
+                 "What is the capital of France today?"):
+        await store(cache, text)
+    result = await lookup(cache, "what is the capital of France")
+    assert result.kind == "semantic" and result.candidates == 1
+    assert len(embedder.texts) == 2  # the query and the gate's best candidate, nothing more
