@@ -32,12 +32,14 @@ def _tokenizer_path(model_path: str | None) -> Path:
 class StaticEmbedder:
     """Text -> unit float32 vector from a token table; pure, thread-safe, cheap enough for the event loop."""
 
-    def __init__(self, table: np.ndarray, tokenizer: object) -> None:
-        if table.ndim != 2:
-            raise CacheConfigError(f"gate table must be 2-d, got shape {table.shape}")
-        self._table = np.ascontiguousarray(table, dtype=np.float32)
+    def __init__(self, rows: np.ndarray, scales: np.ndarray, tokenizer: object) -> None:
+        """``rows``: (vocabulary, dim) int8 (or float); ``scales``: one float per row (int8 as shipped: 8 MB, not 31 MB of float32)."""
+        if rows.ndim != 2 or scales.shape != (rows.shape[0],):
+            raise CacheConfigError(f"gate table: rows {rows.shape} and scales {scales.shape} do not match")
+        self._rows = np.ascontiguousarray(rows)
+        self._scales = np.ascontiguousarray(scales, dtype=np.float32)
         self._tokenizer = tokenizer
-        self.dim = int(table.shape[1])
+        self.dim = int(rows.shape[1])
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_GATE_PATH, model_path: str | None = None) -> StaticEmbedder:
@@ -52,7 +54,7 @@ class StaticEmbedder:
             raise CacheConfigError(f"cannot load the semantic gate from {path}: {exc}") from exc
         tokenizer.no_truncation()
         tokenizer.no_padding()
-        return cls(rows.astype(np.float32) * scales.astype(np.float32)[:, None], tokenizer)
+        return cls(rows, scales, tokenizer)
 
     def token_ids(self, text: str) -> list[int]:
         ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False).ids  # type: ignore[attr-defined]
@@ -60,9 +62,9 @@ class StaticEmbedder:
 
     def embed(self, text: str) -> np.ndarray:
         """(dim,) float32 with unit norm (zeros for a text without tokens)."""
-        ids = [i for i in self.token_ids(text) if 0 <= i < self._table.shape[0]]
+        ids = [i for i in self.token_ids(text) if 0 <= i < self._rows.shape[0]]
         if not ids:
             return np.zeros(self.dim, dtype=np.float32)
-        vector = self._table[ids].sum(axis=0)
+        vector = self._scales[ids] @ self._rows[ids].astype(np.float32)
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm > 0 else vector
