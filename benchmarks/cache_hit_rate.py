@@ -123,7 +123,7 @@ def _gate_figures(two: RunResult, one: RunResult) -> dict[str, Any]:
 
 async def _cache(embedder: Any, verifier: Verifier | None, gate: StaticEmbedder | None,
                  pairs: list[Pair]) -> SemanticCache:
-    cache = SemanticCache(MemoryStore(), embedder, verifier, gate=gate)
+    cache = SemanticCache(MemoryStore(ann_dtype="i8" if gate else "f16"), embedder, verifier, gate=gate)
     await cache.start()
     await _seed(cache, pairs)
     return cache

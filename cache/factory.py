@@ -44,11 +44,12 @@ async def build_cache(
     if semantic and embedder is not None:
         verifier, static = await asyncio.to_thread(_load_semantic_parts, gate)
     dim = static.dim if static is not None else (embedder.dim if semantic and embedder is not None else None)
+    ann_dtype = "i8" if static is not None else "f16"  # the gate's vectors tolerate int8; the transformer's not
     store: Any
     if redis_url:
-        store = RedisStore(redis_url, prefix=redis_prefix, capacity=capacity, dim=dim)
+        store = RedisStore(redis_url, prefix=redis_prefix, capacity=capacity, dim=dim, ann_dtype=ann_dtype)
     else:
-        store = MemoryStore(capacity=capacity, dim=dim)
+        store = MemoryStore(capacity=capacity, dim=dim, ann_dtype=ann_dtype)
     try:
         return SemanticCache(
             store, embedder if semantic else None, verifier, ttl_seconds=ttl_seconds,

@@ -33,7 +33,8 @@ class StaticEmbedder:
     """Text -> unit float32 vector from a token table; pure, thread-safe, cheap enough for the event loop."""
 
     def __init__(self, rows: np.ndarray, scales: np.ndarray, tokenizer: object) -> None:
-        """``rows``: (vocabulary, dim) int8 (or float); ``scales``: one float per row (int8 as shipped: 8 MB, not 31 MB of float32)."""
+        """``rows``: (vocabulary, dim) int8 (or float); ``scales``: one float per row. Kept int8 as shipped
+        (8 MB, not 31 MB of float32)."""
         if rows.ndim != 2 or scales.shape != (rows.shape[0],):
             raise CacheConfigError(f"gate table: rows {rows.shape} and scales {scales.shape} do not match")
         self._rows = np.ascontiguousarray(rows)

@@ -121,9 +121,9 @@ class _ScopeMatrix:
         return [Match(self.ids[i], float(sims[i])) for i in order]
 
 
-def _promote(matrix: _ScopeMatrix) -> AnnScope:
+def _promote(matrix: _ScopeMatrix, dtype: str) -> AnnScope:
     ids, vectors, expires = matrix.rows_of()
-    ann = AnnScope(vectors.shape[1])
+    ann = AnnScope(vectors.shape[1], dtype)
     ann.add_many(list(ids), vectors, expires)
     return ann
 
@@ -131,9 +131,13 @@ def _promote(matrix: _ScopeMatrix) -> AnnScope:
 class VectorIndex:
     """Vectors grouped by scope key; every entry id lives in at most one scope."""
 
-    def __init__(self, dim: int | None = None, *, ann_min_rows: int | None = DEFAULT_ANN_MIN_ROWS) -> None:
-        """``ann_min_rows``: the size at which a scope moves to HNSW (None: never; also when usearch is missing)."""
+    def __init__(
+        self, dim: int | None = None, *, ann_min_rows: int | None = DEFAULT_ANN_MIN_ROWS, ann_dtype: str = "f16"
+    ) -> None:
+        """``ann_min_rows``: the size at which a scope moves to HNSW (None: never; also when usearch is missing);
+        ``ann_dtype``: how HNSW stores rows ("f16", or "i8" for the gate's vectors, see :mod:`cache.ann`)."""
         self._dim = dim
+        self._ann_dtype = ann_dtype
         self._ann_min = ann_min_rows if ann_available() else None
         self._scopes: dict[str, _ScopeMatrix | AnnScope] = {}
         self._scope_of: dict[str, str] = {}
@@ -172,7 +176,7 @@ class VectorIndex:
         matrix.add(entry_id, unit, expires_at)
         self._scope_of[entry_id] = scope_key
         if isinstance(matrix, _ScopeMatrix) and self._ann_min is not None and len(matrix) >= self._ann_min:
-            self._scopes[scope_key] = _promote(matrix)
+            self._scopes[scope_key] = _promote(matrix, self._ann_dtype)
 
     def remove(self, entry_id: str) -> bool:
         scope_key = self._scope_of.pop(entry_id, None)

@@ -129,7 +129,7 @@ class RedisStore:
         max_backoff: float = 2.0,
         read_batch: int = 1000,
         dim: int | None = None,
-        ann_min_rows: int | None = DEFAULT_ANN_MIN_ROWS,
+        ann_min_rows: int | None = DEFAULT_ANN_MIN_ROWS, ann_dtype: str = "f16",
     ) -> None:
         """``dim``: the searched vectors' dimension (rows of another dimension in Redis, say from another
         embedder, are skipped); ``ann_min_rows``: see :class:`~cache.index.VectorIndex`."""
@@ -149,7 +149,7 @@ class RedisStore:
         self._count = self._client.register_script(LUA_COUNT)
         self._clear = self._client.register_script(LUA_CLEAR)
         self._keep_dense = self._client.register_script(LUA_KEEP_DENSE)
-        self._dim, self._ann_min = dim, ann_min_rows
+        self._dim, self._ann_min, self._ann_dtype = dim, ann_min_rows, ann_dtype
         self._index = self._new_index()
         self._skipped = 0
         self._last_id = "0-0"
@@ -168,7 +168,7 @@ class RedisStore:
         return self._capacity
 
     def _new_index(self) -> VectorIndex:
-        return VectorIndex(self._dim, ann_min_rows=self._ann_min)
+        return VectorIndex(self._dim, ann_min_rows=self._ann_min, ann_dtype=self._ann_dtype)
 
     @property
     def indexed(self) -> int:

@@ -126,12 +126,13 @@ class MemoryStore:
     """Everything in this process: an LRU-ordered dict of entries plus a vector index."""
 
     def __init__(
-        self, capacity: int = 100_000, *, dim: int | None = None, ann_min_rows: int | None = DEFAULT_ANN_MIN_ROWS
+        self, capacity: int = 100_000, *, dim: int | None = None,
+        ann_min_rows: int | None = DEFAULT_ANN_MIN_ROWS, ann_dtype: str = "f16",
     ) -> None:
         self._capacity = check_capacity(capacity)
         self._entries: OrderedDict[str, _Record] = OrderedDict()  # oldest use first
         self._scope_sizes: dict[str, int] = {}
-        self._index = VectorIndex(dim, ann_min_rows=ann_min_rows)
+        self._index = VectorIndex(dim, ann_min_rows=ann_min_rows, ann_dtype=ann_dtype)
 
     @property
     def backend(self) -> str:

@@ -121,3 +121,14 @@ def test_hnsw_scope_keeps_working_under_churn() -> None:
     assert len(index) == 64
     assert index.search("s", rows[399], k=1, now=0)[0].id == "id399"
     assert index.search("s", rows[10], k=1, now=0)[0].id != "id10"
+
+
+def test_hnsw_similarities_are_close_to_exact_in_f16() -> None:
+    rows = _rows(200, dim=64, seed=3)
+    index = VectorIndex(ann_min_rows=16, ann_dtype="f16")
+    for i, row in enumerate(rows):
+        index.add("s", f"id{i}", row, expires_at=100)
+    query = normalize(rows[5] + 0.3 * rows[6])
+    for match in index.search("s", query, k=5, now=0):
+        exact = float(rows[int(match.id[2:])] @ query)
+        assert match.similarity == pytest.approx(exact, abs=2e-3)
