@@ -55,8 +55,8 @@ DEFAULT_TEMPERATURE = 1.0
 #: Queries longer than this (characters) skip the semantic tier: nobody's giant prompt reaches the tokenizer.
 DEFAULT_MAX_QUERY_CHARS = 4000
 #: With a gate, at most this many of its candidates (the best by static cosine) reach the transformer: each may
-#: need its own transformer vector the first time (a transformer run of ~5 ms each). On the QQP calibrate split every hit served was the
-#: gate's first candidate.
+#: need its own transformer vector the first time (a transformer run of ~5 ms each). On the QQP calibrate split
+#: every hit served was the gate's first candidate.
 DEFAULT_TRANSFORMER_CANDIDATES = 1
 
 Stage = Literal["exact", "gate", "transformer"]
