@@ -52,10 +52,23 @@ class CompressionSettings(_Section):
     auto_scorer: Literal["lexical", "embedding"] = "lexical"
 
 
+BudgetPeriod = Literal["1h", "1d", "7d", "30d", "daily", "monthly"]
+
+
+class TenantBudget(_Section):
+    budget_usd: float = Field(ge=0)
+    budget_period: BudgetPeriod | None = None  # None: lifetime
+
+
 class LimitsSettings(_Section):
     backend: Literal["auto", "memory", "redis"] = "auto"
     failure_mode: Literal["closed", "open"] = "closed"
     default_max_tokens: int = Field(1024, ge=0)  # completion estimate when a request sets no max_tokens
+    default_rpm: int | None = Field(None, ge=1)  # for virtual keys without their own rpm
+    default_tpm: int | None = Field(None, ge=1)
+    default_budget: float | None = Field(None, ge=0)  # USD, for virtual keys without their own budget
+    default_budget_period: BudgetPeriod | None = None
+    tenant_budgets: dict[str, TenantBudget] = Field(default_factory=dict)  # one budget per tenant (team)
 
 
 class UsageSettings(_Section):

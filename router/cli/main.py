@@ -63,7 +63,7 @@ def _key_fields(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpm", type=int)
     p.add_argument("--tpm", type=int)
     p.add_argument("--budget", type=float, dest="budget_usd")
-    p.add_argument("--budget-period", choices=["daily", "monthly"])
+    p.add_argument("--budget-period", choices=["1h", "1d", "7d", "30d", "daily", "monthly"])
     p.add_argument("--expires-in", type=float, help="seconds until the key expires")
     p.add_argument("--metadata", help="JSON object")
 

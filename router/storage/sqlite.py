@@ -220,8 +220,12 @@ class SqliteStorage:
         counts = {}
         for table in ("usage_log", "usage_tags"):
             total, sql = 0, retention_sql(DIALECT, table)
+
+            def delete(db: sqlite3.Connection, sql: str = sql) -> int:
+                return int(db.execute(sql, (float(ts), batch)).rowcount)
+
             while True:
-                deleted = await self._run(lambda db, sql=sql: db.execute(sql, (float(ts), batch)).rowcount)
+                deleted = await self._run(delete)
                 total += deleted
                 if deleted < batch:
                     break
