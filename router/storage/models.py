@@ -93,6 +93,9 @@ class KeyActivity:
     spend_usd: float = 0.0
     last_used_at: float | None = None
 
+    def view(self) -> dict[str, Any]:
+        return {"spend_usd": self.spend_usd, "requests": self.requests, "last_used_at": self.last_used_at}
+
 
 @dataclass(frozen=True)
 class UsageFilter:
