@@ -85,6 +85,14 @@ class UsageSettings(_Section):
 class MetricsSettings(_Section):
     enabled: bool = True
     require_master_key: bool = False
+    max_tenants: int = Field(50, ge=0)  # tenant label values on cost and token counters; later ones are "other"
+    tag_labels: list[str] = Field(default_factory=list)  # tags counted in deja_tag_cost_usd_total (allow-list)
+
+
+class CorsSettings(_Section):
+    allow_origins: list[str] = Field(default_factory=list)  # exact origins or patterns ("https://*.example.com", "*")
+    allow_credentials: bool = False
+    max_age: int = Field(600, ge=0)  # seconds a browser may cache a preflight answer
 
 
 class DejaSettings(_Section):
@@ -110,6 +118,7 @@ class DejaSettings(_Section):
     limits: LimitsSettings = LimitsSettings()
     usage: UsageSettings = UsageSettings()
     metrics: MetricsSettings = MetricsSettings()
+    cors: CorsSettings = CorsSettings()
 
 
 class ModelEntry(BaseModel):
