@@ -126,10 +126,11 @@ class Gateway:
             self._price_cache[model] = rates
         return rates
 
-    async def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+    async def complete(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                       ) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
         try:
-            response = await self.router.acompletion(**_router_kwargs(body))
+            response = await self.router.acompletion(**_router_kwargs(body, headers))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -141,11 +142,13 @@ class Gateway:
                                     usage.get("completion_tokens", 0))
         return data, served
 
-    async def stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
-        """Yield cleaned chunks; ``served`` is filled in once the upstream answered."""
+    async def stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+                     ) -> AsyncGenerator[dict[str, Any], None]:
+        """Yield cleaned chunks; ``served`` is filled in once the upstream answered. ``headers`` (here and in
+        ``complete``, ``embed``) go to the deployment with the request: trace context, request id."""
         self.check_model(body["model"])
         try:
-            upstream = await self.router.acompletion(**_router_kwargs(body))
+            upstream = await self.router.acompletion(**_router_kwargs(body, headers))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -164,10 +167,11 @@ class Gateway:
             await _close_stream(upstream)
             raise translate(exc) from exc
 
-    async def embed(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+    async def embed(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                       ) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
         try:
-            response = await self.router.aembedding(**_router_kwargs(body))
+            response = await self.router.aembedding(**_router_kwargs(body, headers))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -221,7 +225,7 @@ _OPENAI_FIELDS = frozenset({"model", "messages", "input", "metadata", "user", "s
 _CONTROL_FIELDS = frozenset(litellm.main.all_litellm_params) | {
     "timeout", "specific_deployment", "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "priority",
     "model_group_alias", "extra_headers", "extra_body", "extra_query", "base_url", "organization", "api_type",
-    "azure_ad_token", "deployment_id", "litellm_params", "deja_body"}
+    "azure_ad_token", "deployment_id", "litellm_params", "deja_body", "deja_headers"}
 
 
 def client_fields(body: dict[str, Any]) -> dict[str, Any]:
@@ -230,14 +234,17 @@ def client_fields(body: dict[str, Any]) -> dict[str, Any]:
             if k in _OPENAI_FIELDS or not (k in _CONTROL_FIELDS or k.startswith(("mock_", "aws_", "vertex_")))}
 
 
-def _router_kwargs(body: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for the Router: the client's fields, plus ``deja_body`` for the direct path. The Router
-    writes its own keys into ``metadata``: it gets a copy, so the body sent upstream keeps the client's."""
+def _router_kwargs(body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Keyword arguments for the Router: the client's fields, plus ``deja_body`` for the direct path and
+    ``deja_headers`` for both paths (see ``DejaRouter``). The Router writes its own keys into ``metadata``: it
+    gets a copy, so the body sent upstream keeps the client's."""
     clean = client_fields(body)
     kwargs = dict(clean)
     if isinstance(clean.get("metadata"), dict):
         kwargs["metadata"] = dict(clean["metadata"])
     kwargs["deja_body"] = clean
+    if headers:
+        kwargs["deja_headers"] = dict(headers)
     return kwargs
 
 
