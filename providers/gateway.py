@@ -205,6 +205,15 @@ class Gateway:
                 results[name] = False
         return results
 
+    async def cooling_down(self) -> set[str]:
+        """Ids of the deployments the Router is cooling down now (it sends them nothing until the cooldown ends)."""
+        from litellm.router_utils.cooldown_handlers import _async_get_cooldown_deployments
+
+        try:
+            return {str(d) for d in await _async_get_cooldown_deployments(self.router, parent_otel_span=None)}
+        except Exception:  # a health detail: never fail the health check over it
+            return set()
+
     async def close(self) -> None:
         await self.router.aclose_direct()
         if self._http is not None:

@@ -71,7 +71,9 @@ async def live(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """200 only when every configured backend answers: database, Redis (cache/limits), upstream deployments."""
+    """200 while this replica can answer: the database and Redis (if configured) answer, and at least one
+    deployment is reachable. One deployment down must not take every replica out of the load balancer while
+    other models still work; the body says which deployments and model groups are up."""
     app = request.app
     checks: dict[str, bool] = {}
     try:
@@ -82,7 +84,29 @@ async def ready(request: web.Request) -> web.Response:
     if redis_ping is not None:
         checks["redis"] = await redis_ping()
     upstream = await app[GATEWAY].ping()
+    ok = all(checks.values()) and any(upstream.values())
     checks.update({f"upstream:{k}": v for k, v in upstream.items()})
-    ok = all(checks.values())
-    return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    models: dict[str, bool] = {}
+    for entry in app[GATEWAY].model_list:
+        group = entry["model_name"]
+        models[group] = models.get(group, False) or upstream.get(entry["model_info"]["id"], False)
+    return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks, "models": models},
+                             status=200 if ok else 503)
+
+
+async def deployments(request: web.Request) -> web.Response:
+    """``GET /health/deployments``: each deployment's model group, provider model, reachability and whether the
+    Router is cooling it down, for dashboards. Always 200 (the figures are the answer); no secrets."""
+    gateway = request.app[GATEWAY]
+    reachable = await gateway.ping()
+    cooling = await gateway.cooling_down()
+    data = []
+    for entry in gateway.model_list:
+        deployment = str(entry["model_info"]["id"])
+        up = reachable.get(deployment, False)
+        data.append({"deployment": deployment, "model_group": entry["model_name"],
+                     "model": entry["litellm_params"]["model"], "reachable": up, "cooling_down": deployment in cooling,
+                     "healthy": up and deployment not in cooling})
+    return web.json_response({"object": "list", "data": data,
+                              "healthy": sum(d["healthy"] for d in data), "total": len(data)})
 
