@@ -8,43 +8,52 @@ from typing import Any
 
 from aiohttp import web
 
-from router.appkeys import AUTH, GATEWAY, REDIS_PING, SETTINGS, STORAGE
+from providers.errors import ProviderError
+from providers.interface import DeploymentInventory
+from router.appkeys import AUTH, CONTEXT, PROVIDER, REDIS_PING, STORAGE
 from router.http import errors as err
-from router.http.middleware import MODEL_LABEL, REQUEST_ID
+from router.http.middleware import OUTCOME, json_response
 from router.http.parsing import EmbeddingRequest, read_json, validate
-from router.pipeline.accounting import Exchange, admit, finish
 
 _CREATED = int(time.time())
 
 
 async def embeddings(request: web.Request) -> web.Response:
-    app = request.app
-    body = await read_json(request, app[SETTINGS].deja.max_body_bytes)
+    """``POST /v1/embeddings``: accept → admit → the provider → account, as the chat flow does."""
+    from router.pipeline.accounting import admit, finish
+    from router.pipeline.chat import accept
+    from router.pipeline.steps import Meter, Outcome
+
+    ctx = request.app[CONTEXT]
+    body = await read_json(request, ctx.settings.max_body_bytes)
     validate(EmbeddingRequest, body)
-    principal = await app[AUTH].authenticate(request.headers)
-    gateway = app[GATEWAY]
-    gateway.check_model(body["model"])
-    request[MODEL_LABEL] = body["model"]
-    app[AUTH].check_model(principal, body["model"])
-    ex = Exchange(request_id=request[REQUEST_ID], route="embeddings", principal=principal, model=body["model"],
-                  end_user=body.get("user") if isinstance(body.get("user"), str) else None)
+    call = await accept(ctx, request, body, route="embeddings", request_body=None)
+    meter = Meter(call.started)
+    admission = error = None
     try:
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        headers = await admit(app, ex, sum(len(str(item)) // 3 + 1 for item in inputs))
-        started = time.perf_counter()
-        data, served = await gateway.embed(body)
-        ex.upstream_seconds = time.perf_counter() - started
-        ex.prompt_tokens_client = ex.prompt_tokens_sent = data["usage"]["prompt_tokens"]
-        ex.cost_usd, ex.deployment, ex.provider = served.cost_usd, served.deployment, served.provider
-        return web.json_response(data, headers={"X-Deja-Request-Id": ex.request_id, **headers})
-    except asyncio.CancelledError:
-        ex.status, ex.error_type = 499, "client_disconnected"
-        raise
-    except Exception as exc:
-        ex.status, ex.error_type = getattr(exc, "status", 502), type(exc).__name__
+        admission = await admit(ctx, call, sum(len(str(item)) // 3 + 1 for item in inputs))
+        meter.upstream_begins()
+        try:
+            data, meter.served = await ctx.provider.embed(body)
+        except ProviderError as exc:
+            meter.upstream_ends()
+            meter.served.deployment = exc.deployment or ctx.provider.first_deployment(call.model)
+            raise
+        meter.upstream_ends()
+        meter.prompt_tokens = int(data["usage"]["prompt_tokens"])
+        meter.cost_usd = meter.served.cost_usd
+        return json_response(data, headers={"X-Deja-Request-Id": call.request_id, "X-Request-Id": call.request_id,
+                                            **admission.headers})
+    except BaseException as exc:
+        error = err.to_openai_error(exc)
+        if isinstance(exc, Exception) and error is not exc:
+            raise error from exc
         raise
     finally:
-        finish(app, ex)
+        outcome = Outcome.build(call, admission=admission, delivery=meter.delivery(), error=error)
+        request[OUTCOME] = outcome
+        finish(ctx, outcome)
 
 
 def _model_card(name: str) -> dict[str, Any]:
@@ -53,14 +62,14 @@ def _model_card(name: str) -> dict[str, Any]:
 
 async def list_models(request: web.Request) -> web.Response:
     principal = await request.app[AUTH].authenticate(request.headers)
-    names = [m for m in request.app[GATEWAY].groups if principal.may_use(m)]
+    names = [m for m in request.app[PROVIDER].groups if principal.may_use(m)]
     return web.json_response({"object": "list", "data": [_model_card(m) for m in names]})
 
 
 async def get_model(request: web.Request) -> web.Response:
     principal = await request.app[AUTH].authenticate(request.headers)
     name = request.match_info["model"]
-    if not request.app[GATEWAY].has_model(name) or not principal.may_use(name):
+    if not request.app[PROVIDER].has_model(name) or not principal.may_use(name):
         raise err.NotFoundError(f"The model `{name}` does not exist or you do not have access to it.",
                                 param="model")
     return web.json_response(_model_card(name))
@@ -83,30 +92,33 @@ async def ready(request: web.Request) -> web.Response:
     redis_ping = app.get(REDIS_PING)
     if redis_ping is not None:
         checks["redis"] = await redis_ping()
-    upstream = await app[GATEWAY].ping()
+    upstream = await app[PROVIDER].ping()
     ok = all(checks.values()) and any(upstream.values())
     checks.update({f"upstream:{k}": v for k, v in upstream.items()})
-    models: dict[str, bool] = {}
-    for entry in app[GATEWAY].model_list:
-        group = entry["model_name"]
-        models[group] = models.get(group, False) or upstream.get(entry["model_info"]["id"], False)
-    return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks, "models": models},
-                             status=200 if ok else 503)
+    body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": checks}
+    provider = app[PROVIDER]
+    if isinstance(provider, DeploymentInventory):
+        models: dict[str, bool] = {}
+        for d in provider.deployments():
+            models[d.group] = models.get(d.group, False) or upstream.get(d.id, False)
+        body["models"] = models
+    return web.json_response(body, status=200 if ok else 503)
 
 
 async def deployments(request: web.Request) -> web.Response:
     """``GET /health/deployments``: each deployment's model group, provider model, reachability and whether the
     Router is cooling it down, for dashboards. Always 200 (the figures are the answer); no secrets."""
-    gateway = request.app[GATEWAY]
-    reachable = await gateway.ping()
-    cooling = await gateway.cooling_down()
-    data = []
-    for entry in gateway.model_list:
-        deployment = str(entry["model_info"]["id"])
-        up = reachable.get(deployment, False)
-        data.append({"deployment": deployment, "model_group": entry["model_name"],
-                     "model": entry["litellm_params"]["model"], "reachable": up, "cooling_down": deployment in cooling,
-                     "healthy": up and deployment not in cooling})
+    provider = request.app[PROVIDER]
+    reachable = await provider.ping()
+    data: list[dict[str, Any]] = []
+    if isinstance(provider, DeploymentInventory):
+        cooling = await provider.cooling_down()
+        for d in provider.deployments():
+            up = reachable.get(d.id, False)
+            data.append({"deployment": d.id, "model_group": d.group, "model": d.model, "reachable": up,
+                         "cooling_down": d.id in cooling, "healthy": up and d.id not in cooling})
+    else:
+        data = [{"deployment": k, "reachable": v, "healthy": v} for k, v in reachable.items()]
     return web.json_response({"object": "list", "data": data,
-                              "healthy": sum(d["healthy"] for d in data), "total": len(data)})
+                              "healthy": sum(1 for d in data if d["healthy"]), "total": len(data)})
 
