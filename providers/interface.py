@@ -46,14 +46,19 @@ class Provider(Protocol):
         """USD for these tokens on the deployment that served (or, unknown, the group's first deployment)."""
         ...
 
-    async def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]: ...
+    async def complete(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                       ) -> tuple[dict[str, Any], Served]:
+        """``headers`` (here, in ``stream`` and ``embed``) go to the deployment: trace context, request id."""
+        ...
 
-    def stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
+    def stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+               ) -> AsyncGenerator[dict[str, Any], None]:
         """Chunks as dicts; ``served`` is filled in once the upstream answered. Closing the iterator (``aclose``)
         drops the upstream connection."""
         ...
 
-    async def embed(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]: ...
+    async def embed(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                    ) -> tuple[dict[str, Any], Served]: ...
 
     async def ping(self) -> dict[str, bool]:
         """Reachability per deployment."""

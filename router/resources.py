@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -22,6 +22,7 @@ from router.appkeys import (
     DB_SCHEMA,
     EMBEDDER,
     EMBEDDER_OVERRIDE,
+    KEY_SPEND,
     LIMITER,
     METRICS,
     PROVIDER,
@@ -31,6 +32,10 @@ from router.appkeys import (
     STORAGE,
     USAGE,
 )
+
+if TYPE_CHECKING:
+    from router.auth.keys import LimitPolicy
+    from router.config import LimitsSettings
 
 log = logging.getLogger("deja")
 
@@ -75,9 +80,13 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
                              on_error=lambda _msg: metrics.usage_errors.inc())
         await writer.start()
     app[USAGE] = writer
+    from router.storage.spend import KeySpend
+
+    app[KEY_SPEND] = spend = KeySpend(storage)
     try:
         yield
     finally:
+        await spend.close()
         if writer is not None:
             await writer.close()
         await storage.close()
@@ -174,7 +183,7 @@ async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
     deja = settings.deja
     storage = app[STORAGE]
     app[AUTH] = Authenticator(master_key=settings.effective_master_key, lookup=storage.get_key_by_hash,
-                              cache_ttl=deja.key_cache_ttl)
+                              cache_ttl=deja.key_cache_ttl, policy=_limit_policy(deja.limits))
     metrics = app[METRICS]
     backend = deja.limits.backend
     if backend == "redis" or (backend == "auto" and deja.redis_url):
@@ -186,14 +195,23 @@ async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
             raise ConfigError("deja.limits.backend: redis needs deja.redis_url")
         limiter: Any = RedisLimiter(deja.redis_url, prefix=redis_prefixes(deja.redis_prefix)["limits"],
                                     failure_mode=deja.limits.failure_mode, spend_loader=storage.key_spend_since,
+                                    tenant_spend_loader=storage.tenant_spend_since,
                                     on_unavailable=metrics.limiter_unavailable.inc)
     else:
-        limiter = MemoryLimiter(spend_loader=storage.key_spend_since)
+        limiter = MemoryLimiter(spend_loader=storage.key_spend_since, tenant_spend_loader=storage.tenant_spend_since)
     app[LIMITER] = limiter
     try:
         yield
     finally:
         await limiter.close()
+
+
+def _limit_policy(limits: LimitsSettings) -> LimitPolicy:
+    from router.auth.keys import LimitPolicy
+
+    return LimitPolicy(default_rpm=limits.default_rpm, default_tpm=limits.default_tpm,
+                       default_budget_usd=limits.default_budget, default_budget_period=limits.default_budget_period,
+                       tenant_budgets={t: (b.budget_usd, b.budget_period) for t, b in limits.tenant_budgets.items()})
 
 
 async def redis_health_ctx(app: web.Application) -> AsyncIterator[None]:

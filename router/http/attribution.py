@@ -5,7 +5,7 @@ Tags come from the body's ``metadata.tags`` (a list of strings), the ``x-litellm
 at most ``MAX_TAG_CHARS`` printable characters each; anything else is a 400 naming the field. ``metadata``
 must be an object (or absent); it is stored with the usage row (capped by the usage writer).
 
-``upstream_body`` drops ``metadata.tags`` from what is sent to the model: OpenAI's ``metadata`` takes string
+``without_tags`` drops ``metadata.tags`` from what is sent to the model: OpenAI's ``metadata`` takes string
 values only, and the tags are deja's (LiteLLM's proxy does not forward them either).
 """
 
@@ -67,7 +67,7 @@ def attribution(headers: Mapping[str, str], body: Mapping[str, Any]) -> Attribut
     return Attribution(tags=tags, metadata=metadata or None)
 
 
-def upstream_body(body: dict[str, Any]) -> dict[str, Any]:
+def without_tags(body: dict[str, Any]) -> dict[str, Any]:
     """``body`` without ``metadata.tags`` (and without ``metadata`` once empty); the same object if no tags."""
     metadata = body.get("metadata")
     if not isinstance(metadata, dict) or "tags" not in metadata:

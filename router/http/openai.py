@@ -20,7 +20,8 @@ _CREATED = int(time.time())
 
 async def embeddings(request: web.Request) -> web.Response:
     """``POST /v1/embeddings``: accept → admit → the provider → account, as the chat flow does."""
-    from router.pipeline.accounting import admit, finish
+    from router.http.attribution import without_tags
+    from router.pipeline.accounting import admit, finish, spend_headers
     from router.pipeline.chat import accept
     from router.pipeline.steps import Meter, Outcome
 
@@ -28,6 +29,7 @@ async def embeddings(request: web.Request) -> web.Response:
     body = await read_json(request, ctx.settings.max_body_bytes)
     validate(EmbeddingRequest, body)
     call = await accept(ctx, request, body, route="embeddings", request_body=None)
+    body = without_tags(body)
     meter = Meter(call.started)
     admission = error = None
     try:
@@ -35,7 +37,7 @@ async def embeddings(request: web.Request) -> web.Response:
         admission = await admit(ctx, call, sum(len(str(item)) // 3 + 1 for item in inputs))
         meter.upstream_begins()
         try:
-            data, meter.served = await ctx.provider.embed(body)
+            data, meter.served = await ctx.provider.embed(body, call.upstream_headers)
         except ProviderError as exc:
             meter.upstream_ends()
             meter.served.deployment = exc.deployment or ctx.provider.first_deployment(call.model)
@@ -44,7 +46,7 @@ async def embeddings(request: web.Request) -> web.Response:
         meter.prompt_tokens = int(data["usage"]["prompt_tokens"])
         meter.cost_usd = meter.served.cost_usd
         return json_response(data, headers={"X-Deja-Request-Id": call.request_id, "X-Request-Id": call.request_id,
-                                            **admission.headers})
+                                            **admission.headers, **await spend_headers(ctx, call, meter.cost_usd)})
     except BaseException as exc:
         error = err.to_openai_error(exc)
         if isinstance(exc, Exception) and error is not exc:

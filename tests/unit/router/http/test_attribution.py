@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from router.http.attribution import attribution, upstream_body
+from router.http.attribution import attribution, without_tags
 from router.http.errors import BadRequestError
 
 
@@ -35,7 +35,7 @@ def test_bad_tags_are_a_clear_400(headers: dict[str, str], body: dict, param: st
 
 def test_tags_are_not_sent_upstream() -> None:
     body = {"model": "m", "metadata": {"tags": ["a"], "run": "7"}}
-    assert upstream_body(body) == {"model": "m", "metadata": {"run": "7"}}
-    assert upstream_body({"model": "m", "metadata": {"tags": ["a"]}}) == {"model": "m"}
+    assert without_tags(body) == {"model": "m", "metadata": {"run": "7"}}
+    assert without_tags({"model": "m", "metadata": {"tags": ["a"]}}) == {"model": "m"}
     plain = {"model": "m", "metadata": {"run": "7"}}
-    assert upstream_body(plain) is plain
+    assert without_tags(plain) is plain
