@@ -126,13 +126,10 @@ class RouterHooks(litellm.Router):
 
     def _update_kwargs_with_deployment(self, deployment: dict[str, Any], kwargs: dict[str, Any],
                                        function_name: str | None = None) -> None:
-        # LiteLLM's own path, once the deployment is chosen: let the subclass adjust the call's kwargs after it
-        kwargs_before = kwargs.pop("deja_headers", None)
+        # LiteLLM's own path, once the deployment is chosen: the subclass adjusts the call's kwargs after LiteLLM
         super()._update_kwargs_with_deployment(deployment=deployment, kwargs=kwargs, function_name=function_name)
-        if kwargs_before is not None:
-            kwargs["deja_headers"] = kwargs_before
         self.with_deployment(dict(deployment), kwargs)
-        kwargs.pop("deja_headers", None)
+        kwargs.pop("deja_headers", None)  # deja's own key never reaches litellm.acompletion
 
     def with_deployment(self, deployment: dict[str, Any], kwargs: dict[str, Any]) -> None:
         """Called on LiteLLM's own path with the chosen deployment and the call's kwargs (a copy per attempt)."""
