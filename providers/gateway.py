@@ -195,6 +195,7 @@ class Gateway:
             return set()
 
     async def close(self) -> None:
+        self.router.detach()
         await self.router.aclose_direct()
         if self._http is not None:
             await self._http.close()

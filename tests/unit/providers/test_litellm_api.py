@@ -64,3 +64,19 @@ def test_cost_and_provider_inference() -> None:
     assert litellm_api.provider_of("gpt-4o-mini") == "openai"
     assert litellm_api.provider_of("no-such-model-xyz") is None
     assert litellm_api.reasoning_model("o3-mini") and not litellm_api.reasoning_model("gpt-4o")
+
+
+async def test_a_closed_gateway_leaves_no_callbacks_behind() -> None:
+    from providers.litellm_api import _CALLBACK_LISTS
+
+    before = {name: len(getattr(litellm, name)) for name in _CALLBACK_LISTS}
+    gateways = [Gateway([]) for _ in range(5)]
+    assert all(len(getattr(litellm, name)) == before[name] + 5 for name in _CALLBACK_LISTS)
+    live = gateways[0].router.deployment_callback_on_failure
+    for gateway in gateways[1:]:
+        await gateway.close()
+    assert all(len(getattr(litellm, name)) == before[name] + 1 for name in _CALLBACK_LISTS)
+    assert live in litellm.failure_callback  # an open Router keeps its own
+    await gateways[0].close()
+    await gateways[0].close()  # twice: nothing more to remove
+    assert {name: len(getattr(litellm, name)) for name in _CALLBACK_LISTS} == before
