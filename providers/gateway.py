@@ -21,7 +21,8 @@ import aiohttp  # noqa: E402
 import litellm  # noqa: E402
 
 from providers.direct import DejaRouter, DirectStream  # noqa: E402
-from providers.errors import ProviderError, UnknownModelError, translate  # noqa: E402
+from providers.errors import ProviderBadRequestError, ProviderError, UnknownModelError, translate  # noqa: E402
+from providers.models import ModelNames  # noqa: E402
 from providers.shape import clean_chunk, clean_completion  # noqa: E402
 from providers.sim import PROVIDER as SIM_PROVIDER  # noqa: E402
 from providers.sim import SimLLM  # noqa: E402
@@ -56,7 +57,8 @@ class Gateway:
             model_list = [{"model_name": "sim", "litellm_params": {"model": "sim/sim"}}]
         self.model_list = [self._with_id(entry, i) for i, entry in enumerate(model_list)]
         self._by_id = {e["model_info"]["id"]: e for e in self.model_list}
-        self.groups = sorted({e["model_name"] for e in self.model_list})
+        self.names = ModelNames(self.model_list, (router_settings or {}).get("model_group_alias"))
+        self.groups = list(self.names.groups)  # concrete groups; aliases and wildcards: see self.names
         self._register_sim()
         for key, value in (litellm_settings or {}).items():
             if key in {"drop_params", "modify_params", "request_timeout", "num_retries", "set_verbose"}:
@@ -81,30 +83,54 @@ class Gateway:
         litellm.utils.custom_llm_setup()
 
     def has_model(self, name: str) -> bool:
-        return name in self.groups
+        return self.names.resolve(name) is not None
 
     def check_model(self, name: str) -> None:
         if not self.has_model(name):
             raise UnknownModelError(f"The model `{name}` does not exist or you do not have access to it.")
 
+    def resolve(self, name: str) -> str:
+        """The model group ``name`` is served as: an alias's target, else the name (see ``providers.models``)."""
+        return self.names.resolve(name) or name
+
+    def _entries(self, group: str) -> list[dict[str, Any]]:
+        """The deployments serving ``group`` (an alias, a group or a name a wildcard matches)."""
+        group = self.resolve(group)
+        found = [e for e in self.model_list if e["model_name"] == group]
+        wildcard = None if found else self.names.wildcard(group)
+        return [e for e in self.model_list if e["model_name"] == wildcard.model_name] if wildcard else found
+
     def first_deployment(self, group: str) -> str | None:
-        for entry in self.model_list:
-            if entry["model_name"] == group:
-                return str(entry["model_info"]["id"])
-        return None
+        entries = self._entries(group)
+        return str(entries[0]["model_info"]["id"]) if entries else None
 
     def litellm_model(self, group: str) -> str:
-        for entry in self.model_list:
-            if entry["model_name"] == group:
-                return str(entry["litellm_params"]["model"])
-        return group
+        entries = self._entries(group)
+        if not entries:
+            return group
+        model = str(entries[0]["litellm_params"]["model"])
+        wildcard = self.names.wildcard(self.resolve(group)) if "*" in model else None
+        return (wildcard.concrete(self.resolve(group)) or model) if wildcard else model
 
-    def _served(self, hidden: dict[str, Any] | None) -> Served:
+    def supports_embeddings(self, name: str) -> bool:
+        """False for a group only the offline ``sim`` model serves (it answers chat only)."""
+        entries = self._entries(name)
+        return not entries or any(not str(e["litellm_params"]["model"]).startswith(f"{SIM_PROVIDER}/")
+                                  for e in entries)
+
+    def _routed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body with an alias replaced by its group, so the Router (and its direct path) sees the group."""
+        group = self.resolve(body["model"])
+        return body if group == body["model"] else {**body, "model": group}
+
+    def _served(self, hidden: dict[str, Any] | None, group: str = "") -> Served:
         hidden = hidden or {}
         deployment_id = hidden.get("model_id")
         entry = self._by_id.get(deployment_id or "")
-        return Served(deployment=deployment_id, provider=hidden.get("custom_llm_provider"),
-                      litellm_model=entry["litellm_params"]["model"] if entry else hidden.get("litellm_model_name"))
+        model = entry["litellm_params"]["model"] if entry else hidden.get("litellm_model_name")
+        if isinstance(model, str) and "*" in model and group:
+            model = self.litellm_model(group)  # a wildcard deployment: the concrete model it served
+        return Served(deployment=deployment_id, provider=hidden.get("custom_llm_provider"), litellm_model=model)
 
     def cost(self, served: Served, group: str, prompt_tokens: int, completion_tokens: int) -> float:
         prompt_rate, completion_rate = self._rates(served.litellm_model or self.litellm_model(group))
@@ -129,12 +155,12 @@ class Gateway:
     async def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
         try:
-            response = await self.router.acompletion(**_router_kwargs(body))
+            response = await self.router.acompletion(**_router_kwargs(self._routed(body)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise translate(exc) from exc
-        served = self._served(getattr(response, "_hidden_params", None))
+        served = self._served(getattr(response, "_hidden_params", None), body["model"])
         data = clean_completion(response.model_dump())
         usage = data.get("usage") or {}
         served.cost_usd = self.cost(served, body["model"], usage.get("prompt_tokens", 0),
@@ -145,12 +171,12 @@ class Gateway:
         """Yield cleaned chunks; ``served`` is filled in once the upstream answered."""
         self.check_model(body["model"])
         try:
-            upstream = await self.router.acompletion(**_router_kwargs(body))
+            upstream = await self.router.acompletion(**_router_kwargs(self._routed(body)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise translate(exc) from exc
-        found = self._served(getattr(upstream, "_hidden_params", None))
+        found = self._served(getattr(upstream, "_hidden_params", None), body["model"])
         served.deployment, served.provider, served.litellm_model = found.deployment, found.provider, found.litellm_model
         try:
             async for chunk in upstream:
@@ -166,13 +192,15 @@ class Gateway:
 
     async def embed(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
+        if not self.supports_embeddings(body["model"]):
+            raise ProviderBadRequestError(f"model {body['model']} does not support embeddings")
         try:
-            response = await self.router.aembedding(**_router_kwargs(body))
+            response = await self.router.aembedding(**_router_kwargs(self._routed(body)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise translate(exc) from exc
-        served = self._served(getattr(response, "_hidden_params", None))
+        served = self._served(getattr(response, "_hidden_params", None), body["model"])
         data = response.model_dump()
         out = {"object": "list", "data": [
             {"object": "embedding", "index": d.get("index", i), "embedding": d.get("embedding")}

@@ -25,7 +25,10 @@ async def embeddings(request: web.Request) -> web.Response:
     gateway = app[GATEWAY]
     gateway.check_model(body["model"])
     request[MODEL_LABEL] = body["model"]
-    app[AUTH].check_model(principal, body["model"])
+    app[AUTH].check_model(principal, body["model"], gateway.resolve(body["model"]))
+    if not gateway.supports_embeddings(body["model"]):
+        raise err.BadRequestError(f"model {body['model']} does not support embeddings", param="model",
+                                  code="model_not_supported")
     ex = Exchange(request_id=request[REQUEST_ID], route="embeddings", principal=principal, model=body["model"],
                   end_user=body.get("user") if isinstance(body.get("user"), str) else None)
     try:
@@ -53,14 +56,16 @@ def _model_card(name: str) -> dict[str, Any]:
 
 async def list_models(request: web.Request) -> web.Response:
     principal = await request.app[AUTH].authenticate(request.headers)
-    names = [m for m in request.app[GATEWAY].groups if principal.may_use(m)]
+    gateway = request.app[GATEWAY]
+    names = [m for m in gateway.names.listed() if principal.may_use(m) or principal.may_use(gateway.resolve(m))]
     return web.json_response({"object": "list", "data": [_model_card(m) for m in names]})
 
 
 async def get_model(request: web.Request) -> web.Response:
     principal = await request.app[AUTH].authenticate(request.headers)
     name = request.match_info["model"]
-    if not request.app[GATEWAY].has_model(name) or not principal.may_use(name):
+    gateway = request.app[GATEWAY]
+    if not gateway.has_model(name) or not (principal.may_use(name) or principal.may_use(gateway.resolve(name))):
         raise err.NotFoundError(f"The model `{name}` does not exist or you do not have access to it.",
                                 param="model")
     return web.json_response(_model_card(name))

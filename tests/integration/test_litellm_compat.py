@@ -1,0 +1,87 @@
+"""LiteLLM users' configs and code, unchanged: model_group_alias, wildcard deployments, /v1/models, embeddings on
+the offline model. The official ``openai`` SDK is the client; the upstream is the real fake OpenAI server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from providers.fake_openai import FakeOpenAI
+from router.config import ConfigError
+from tests.integration.harness import Deja, make_settings, start_deja
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def litellm_config(upstream: FakeOpenAI) -> dict[str, Any]:
+    """Written as LiteLLM's docs write it: a group, a provider wildcard, a catch-all wildcard, aliases."""
+    key = {"api_base": upstream.base_url, "api_key": "sk-fake"}
+    return {
+        "model_list": [
+            {"model_name": "gpt-4o-mini", "litellm_params": {"model": "openai/gpt-4o-mini", **key}},
+            {"model_name": "openai/*", "litellm_params": {"model": "openai/*", **key}},
+            {"model_name": "*", "litellm_params": {"model": "openai/*", **key}},
+            {"model_name": "sim", "litellm_params": {"model": "sim/sim", "sim_delay_ms": 0, "sim_word_delay_ms": 0}},
+        ],
+        "router_settings": {"num_retries": 0, "model_group_alias": {
+            "gpt-4": "gpt-4o-mini", "secret-alias": {"model": "gpt-4o-mini", "hidden": True}}},
+    }
+
+
+@pytest.fixture
+async def deja(tmp_path: Path, upstream: FakeOpenAI) -> AsyncIterator[Deja]:
+    server = await start_deja(make_settings(tmp_path, config=litellm_config(upstream), cache={"semantic": False}))
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+def client(deja: Deja) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=deja.base_url, api_key="unused", max_retries=0)
+
+
+async def test_alias_routes_to_its_group(client: openai.AsyncOpenAI, upstream: FakeOpenAI) -> None:
+    for alias in ("gpt-4", "secret-alias"):
+        answer = await client.chat.completions.create(
+            model=alias, messages=[{"role": "user", "content": "hello"}], extra_headers=NO_STORE)
+        assert answer.choices[0].message.content == "Answer to: hello"
+        assert upstream.received[-1].body["model"] == "gpt-4o-mini"
+
+
+async def test_wildcards_route_the_requested_name(client: openai.AsyncOpenAI, upstream: FakeOpenAI) -> None:
+    answer = await client.chat.completions.create(
+        model="anything-wild", messages=[{"role": "user", "content": "hi"}], extra_headers=NO_STORE)
+    assert answer.choices[0].message.content == "Answer to: hi"
+    assert upstream.received[-1].body["model"] == "anything-wild"
+    stream = await client.chat.completions.create(
+        model="openai/o3-mini", messages=[{"role": "user", "content": "hey"}], stream=True, extra_headers=NO_STORE)
+    assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == "Answer to: hey"
+    assert upstream.received[-1].body["model"] == "o3-mini"
+
+
+async def test_models_lists_groups_and_visible_aliases(client: openai.AsyncOpenAI) -> None:
+    listed = [m.id async for m in client.models.list()]
+    assert listed == ["gpt-4", "gpt-4o-mini", "sim"]  # no pattern, no hidden alias
+    assert (await client.models.retrieve("secret-alias")).id == "secret-alias"
+    assert (await client.models.retrieve("openai/gpt-4.1")).id == "openai/gpt-4.1"
+
+
+async def test_embeddings_on_sim_is_a_clear_400(client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.embeddings.create(model="sim", input="hello")
+    assert caught.value.status_code == 400
+    assert caught.value.body["message"] == "model sim does not support embeddings"  # type: ignore[index]
+    assert caught.value.body["param"] == "model"  # type: ignore[index]
+
+
+async def test_alias_to_nothing_stops_start_up(tmp_path: Path, upstream: FakeOpenAI) -> None:
+    config = litellm_config(upstream)
+    config["router_settings"]["model_group_alias"] = {"gpt-5": "no-such-group"}
+    config["model_list"] = config["model_list"][:1]
+    with pytest.raises(ConfigError, match=r"model_group_alias\.gpt-5: 'no-such-group' is not a model group"):
+        server = await start_deja(make_settings(tmp_path, config=config))
+        await server.close()
