@@ -112,16 +112,23 @@ class Gateway:
         wildcard = self.names.wildcard(self.resolve(group)) if "*" in model else None
         return (wildcard.concrete(self.resolve(group)) or model) if wildcard else model
 
-    def supports_embeddings(self, name: str) -> bool:
-        """False for a group only the offline ``sim`` model serves (it answers chat only)."""
+    def sim_only(self, name: str) -> bool:
+        """True for a group only the offline ``sim`` model serves (it answers chat, not embeddings)."""
         entries = self._entries(name)
-        return not entries or any(not str(e["litellm_params"]["model"]).startswith(f"{SIM_PROVIDER}/")
-                                  for e in entries)
+        return bool(entries) and all(str(e["litellm_params"]["model"]).startswith(f"{SIM_PROVIDER}/")
+                                     for e in entries)
 
-    def _routed(self, body: dict[str, Any]) -> dict[str, Any]:
+    def supports_embeddings(self, name: str) -> bool:
+        return not self.sim_only(name)
+
+    def routed(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body with an alias replaced by its group, so the Router (and its direct path) sees the group."""
         group = self.resolve(body["model"])
         return body if group == body["model"] else {**body, "model": group}
+
+    def served(self, hidden: dict[str, Any] | None, group: str = "") -> Served:
+        """Which deployment answered (from a LiteLLM response's ``_hidden_params``) for the requested ``group``."""
+        return self._served(hidden, group)
 
     def _served(self, hidden: dict[str, Any] | None, group: str = "") -> Served:
         hidden = hidden or {}
@@ -155,7 +162,7 @@ class Gateway:
     async def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
         try:
-            response = await self.router.acompletion(**_router_kwargs(self._routed(body)))
+            response = await self.router.acompletion(**_router_kwargs(self.routed(body)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -171,7 +178,7 @@ class Gateway:
         """Yield cleaned chunks; ``served`` is filled in once the upstream answered."""
         self.check_model(body["model"])
         try:
-            upstream = await self.router.acompletion(**_router_kwargs(self._routed(body)))
+            upstream = await self.router.acompletion(**_router_kwargs(self.routed(body)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -195,7 +202,7 @@ class Gateway:
         if not self.supports_embeddings(body["model"]):
             raise ProviderBadRequestError(f"model {body['model']} does not support embeddings")
         try:
-            response = await self.router.aembedding(**_router_kwargs(self._routed(body)))
+            response = await self.router.aembedding(**_router_kwargs(self.routed(body)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
