@@ -6,13 +6,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import openai
 import pytest
+import redis.asyncio as aioredis
+import yaml
 
 from providers.fake_openai import FakeOpenAI
-from router.config import ConfigError
+from router.appkeys import STORAGE
+from router.config import ConfigError, load_settings
+from router.storage import UsageFilter
 from tests.integration.harness import Deja, make_settings, start_deja
+from tests.integration.router.storage.helpers import wait_for
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -85,3 +91,47 @@ async def test_alias_to_nothing_stops_start_up(tmp_path: Path, upstream: FakeOpe
     with pytest.raises(ConfigError, match=r"model_group_alias\.gpt-5: 'no-such-group' is not a model group"):
         server = await start_deja(make_settings(tmp_path, config=config))
         await server.close()
+
+
+async def test_docs_config_uses_its_database_and_redis_cache(tmp_path: Path, upstream: FakeOpenAI, database_url: str,
+                                                              pg_schema: str, redis_url: str,
+                                                              redis_prefix: str) -> None:
+    """The issue's config: environment_variables feed os.environ/ references in cache_params; usage rows go to
+    general_settings.database_url (not SQLite); repeated requests are answered from Redis."""
+    redis = urlparse(redis_url)
+    config = litellm_config(upstream)
+    config.update({
+        "environment_variables": {"COMPAT_REDIS_HOST": redis.hostname, "COMPAT_REDIS_PORT": str(redis.port or 6379)},
+        "litellm_settings": {"cache": True, "cache_params": {"type": "redis", "host": "os.environ/COMPAT_REDIS_HOST",
+                                                             "port": "os.environ/COMPAT_REDIS_PORT", "ttl": 600}},
+        "general_settings": {"database_url": database_url, "master_key": "sk-compat-master"},
+        "deja": {"database_schema": pg_schema, "redis_prefix": redis_prefix, "cache": {"semantic": False},
+                 "usage": {"flush_interval": 0.05, "spill_path": str(tmp_path / "spill.jsonl")}},
+    })
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    settings = load_settings(path, environ={})
+    assert not (tmp_path / "deja.db").exists()
+    server = await start_deja(settings)
+    try:
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-compat-master", max_retries=0)
+        for _ in range(2):
+            raw = await client.chat.completions.with_raw_response.create(
+                model="gpt-4", messages=[{"role": "user", "content": "cached?"}])
+            await server.settled()
+        assert raw.headers["X-Deja-Cache"] == "hit-exact" and len(upstream.received) == 1
+        storage = server.app[STORAGE]
+        assert storage.backend == "postgresql"
+
+        async def two_rows() -> bool:
+            found, _ = await storage.list_requests(UsageFilter(), limit=10)
+            return len(found) == 2
+
+        await wait_for(two_rows, timeout=20)
+    finally:
+        await server.close()
+    client_redis = aioredis.from_url(redis_url)
+    try:
+        assert [k async for k in client_redis.scan_iter(match=redis_prefix + "cache:*", count=500)]
+    finally:
+        await client_redis.aclose()
