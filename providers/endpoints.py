@@ -19,7 +19,8 @@ from providers.errors import ProviderBadRequestError, ProviderError, translate
 from providers.shape import clean_response, clean_response_event, clean_text_chunk, clean_text_completion
 
 if TYPE_CHECKING:
-    from providers.gateway import Gateway, Served
+    from providers.gateway import Gateway
+    from providers.interface import Served
 
 
 def _kwargs(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:

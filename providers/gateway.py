@@ -14,14 +14,15 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import asyncio  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import AsyncGenerator  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
 import aiohttp  # noqa: E402
 import litellm  # noqa: E402
 
+from providers import endpoints  # noqa: E402
 from providers.direct import DejaRouter, DirectStream  # noqa: E402
 from providers.errors import ProviderBadRequestError, ProviderError, UnknownModelError, translate  # noqa: E402
+from providers.interface import Served  # noqa: E402
 from providers.models import ModelNames  # noqa: E402
 from providers.shape import clean_chunk, clean_completion  # noqa: E402
 from providers.sim import PROVIDER as SIM_PROVIDER  # noqa: E402
@@ -37,18 +38,9 @@ _ROUTER_DEFAULTS: dict[str, Any] = {"num_retries": 2, "timeout": 600, "cooldown_
                                     "retry_after": 0}
 
 
-@dataclass
-class Served:
-    """Which deployment answered, and at what price (filled in as a call completes)."""
-
-    deployment: str | None = None
-    provider: str | None = None
-    litellm_model: str | None = None
-    cost_usd: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 class Gateway:
+    """The ``providers.interface.Provider`` that deja serves with: LiteLLM's Router (plus the direct path)."""
+
     def __init__(self, model_list: list[dict[str, Any]], *, router_settings: dict[str, Any] | None = None,
                  litellm_settings: dict[str, Any] | None = None, sim_delay_ms: float = 300.0,
                  sim_word_delay_ms: float = 15.0, direct_openai: bool = True) -> None:
@@ -111,6 +103,9 @@ class Gateway:
         model = str(entries[0]["litellm_params"]["model"])
         wildcard = self.names.wildcard(self.resolve(group)) if "*" in model else None
         return (wildcard.concrete(self.resolve(group)) or model) if wildcard else model
+
+    def listed_models(self) -> list[str]:
+        return self.names.listed()
 
     def sim_only(self, name: str) -> bool:
         """True for a group only the offline ``sim`` model serves (it answers chat, not embeddings)."""
@@ -217,6 +212,18 @@ class Gateway:
                         "total_tokens": int(usage.get("total_tokens") or 0)}
         served.cost_usd = self.cost(served, body["model"], out["usage"]["prompt_tokens"], 0)
         return out, served
+
+    async def respond(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+        return await endpoints.respond(self, body)
+
+    def respond_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
+        return endpoints.respond_stream(self, body, served)
+
+    async def complete_text(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+        return await endpoints.complete_text(self, body)
+
+    def complete_text_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
+        return endpoints.complete_text_stream(self, body, served)
 
     async def ping(self) -> dict[str, bool]:
         """Reachability of each deployment with an ``api_base`` (any HTTP answer counts); others are assumed up."""
