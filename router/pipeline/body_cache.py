@@ -53,18 +53,18 @@ def body_cache(body: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def with_body_cache(controls: CacheControls, body: dict[str, Any]) -> tuple[CacheControls, float | None]:
-    """The header controls with the body's ``cache`` object folded in, and the oldest hit age accepted (s-maxage)."""
+def with_body_cache(controls: CacheControls, body: dict[str, Any]) -> CacheControls:
+    """The header controls with the body's ``cache`` object folded in."""
     cache = body_cache(body)
     if not cache:
-        return controls, None
+        return controls
     ttl = controls.ttl
     if ttl is None and cache.get("ttl") is not None:
         ttl = max(1.0, float(cache["ttl"]))
-    merged = dataclasses.replace(
+    max_age = cache.get("s-maxage")
+    return dataclasses.replace(
         controls,
         no_cache=controls.no_cache or bool(cache.get("no-cache")),
         no_store=controls.no_store or bool(cache.get("no-store")) or cache.get("use-cache") is False,
-        ttl=ttl, namespace=controls.namespace or str(cache.get("namespace") or ""))
-    max_age = cache.get("s-maxage")
-    return merged, float(max_age) if max_age is not None else None
+        ttl=ttl, namespace=controls.namespace or str(cache.get("namespace") or ""),
+        max_age=float(max_age) if max_age is not None else controls.max_age)

@@ -22,6 +22,7 @@ from router.http.parsing import ChatRequest, read_json, validate
 from router.http.sse import SSEWriter, StreamAccumulator, fresh_identity, replay_chunks
 from router.pipeline import cache_step
 from router.pipeline.accounting import admit, finish
+from router.pipeline.body_cache import with_body_cache
 from router.pipeline.cache_controls import cache_headers, parse_cache_controls
 from router.pipeline.context import Context
 from router.pipeline.steps import Admission, Call, Compressed, Delivery, Lookup, Meter, Outcome
@@ -34,7 +35,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_json(request, ctx.settings.max_body_bytes)
     validate(ChatRequest, body)
     call = await accept(ctx, request, body, route="chat", request_body=body.get("messages"))
-    controls = parse_cache_controls(request.headers)
+    controls = with_body_cache(parse_cache_controls(request.headers), body)
     compressed: Compressed | None = None
     admission: Admission | None = None
     lookup: Lookup | None = None

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import aiohttp
 import openai
 import pytest
 import redis.asyncio as aioredis
@@ -135,3 +136,55 @@ async def test_docs_config_uses_its_database_and_redis_cache(tmp_path: Path, ups
         assert [k async for k in client_redis.scan_iter(match=redis_prefix + "cache:*", count=500)]
     finally:
         await client_redis.aclose()
+
+
+async def ask(client: openai.AsyncOpenAI, deja: Deja, model: str = "gpt-4o-mini", text: str = "remember me",
+              cache: dict[str, Any] | None = None) -> str:
+    raw = await client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}],
+        extra_body={"cache": cache} if cache is not None else None)
+    await deja.settled()
+    return raw.headers["X-Deja-Cache"]
+
+
+async def test_litellm_body_cache_object_means_the_headers(client: openai.AsyncOpenAI, deja: Deja,
+                                                           upstream: FakeOpenAI) -> None:
+    assert await ask(client, deja, cache={"no-store": True}) == "bypass"
+    assert await ask(client, deja, cache={"no-store": True}) == "bypass"
+    assert await ask(client, deja) == "miss"  # no-store stored nothing
+    assert all("cache" not in r.body for r in upstream.received)  # never sent upstream
+    assert await ask(client, deja, cache={"no-cache": True}) == "bypass"
+    assert len(upstream.received) == 4
+    assert await ask(client, deja, cache={"ttl": 600}) == "hit-exact"  # the cache object is not in the scope
+    assert await ask(client, deja, cache={"namespace": "team-b"}) == "miss"
+    assert await ask(client, deja, cache={"namespace": "team-b"}) == "hit-exact"
+    assert await ask(client, deja, cache={"s-maxage": 3600}) == "hit-exact"
+    assert await ask(client, deja, cache={"s-maxage": 0}) == "miss"  # stored earlier than the client accepts
+    with pytest.raises(openai.BadRequestError) as caught:
+        await ask(client, deja, cache={"no_cache": True})
+    assert caught.value.body["param"] == "cache.no_cache"  # type: ignore[index]
+
+
+async def test_alias_and_group_share_one_cache_scope(client: openai.AsyncOpenAI, deja: Deja,
+                                                     upstream: FakeOpenAI) -> None:
+    assert await ask(client, deja, model="gpt-4o-mini", text="shared") == "miss"
+    assert await ask(client, deja, model="gpt-4", text="shared") == "hit-exact"
+    assert await ask(client, deja, model="anything-wild", text="shared") == "miss"  # another model entirely
+    assert len(upstream.received) == 2
+
+
+async def test_allowed_models_admit_an_alias_of_an_allowed_group(tmp_path: Path, upstream: FakeOpenAI) -> None:
+    server = await start_deja(make_settings(tmp_path, config=litellm_config(upstream), master_key="sk-m",
+                                            cache={"semantic": False}))
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer sk-m"}) as session, session.post(
+                server.url + "/admin/keys", json={"name": "k", "allowed_models": ["gpt-4o-mini"]}) as r:
+            secret = (await r.json())["key"]
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key=secret, max_retries=0)
+        answer = await client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "a"}])
+        assert answer.choices[0].message.content == "Answer to: a"
+        assert [m.id async for m in client.models.list()] == ["gpt-4", "gpt-4o-mini"]
+        with pytest.raises(openai.PermissionDeniedError):
+            await client.chat.completions.create(model="anything-wild", messages=[{"role": "user", "content": "a"}])
+    finally:
+        await server.close()
