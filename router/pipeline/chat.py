@@ -82,7 +82,7 @@ async def accept(ctx: Context, request: web.Request, body: dict[str, Any], *, ro
                 request_body=request_body)
 
 
-def _level(ctx: Context, request: web.Request, call: Call) -> Level:
+def level_for(ctx: Context, request: web.Request, call: Call) -> Level:
     """The header wins, then the key's ``metadata.compression``, then the model group's, then the default."""
     compression = ctx.settings.compression
     default = parse_level(compression.per_model.get(call.model, compression.default), Level.LOSSLESS)
@@ -102,7 +102,7 @@ async def compress_step(ctx: Context, request: web.Request, call: Call, body: di
     options = CompressionOptions(auto_min_tokens=settings.auto_min_tokens, auto_ratio=settings.auto_ratio,
                                  auto_scorer=settings.auto_scorer)
     embed = ctx.embedder.embed if ctx.embedder is not None else None
-    messages, report = await compress(body["messages"], level=_level(ctx, request, call), model=call.model,
+    messages, report = await compress(body["messages"], level=level_for(ctx, request, call), model=call.model,
                                       embed=embed, options=options)
     sent = body if messages is body["messages"] else {**body, "messages": messages}
     saved = max(0, report.tokens_original - report.tokens_sent)
