@@ -67,6 +67,9 @@ async def _iterate(upstream: Any) -> AsyncIterator[dict[str, Any]]:
 
 
 def _sim_chat(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
+    if body.get("previous_response_id"):
+        raise ProviderBadRequestError(f"model {body['model']} keeps no responses: previous_response_id cannot "
+                                      f"be used with it")
     messages = rapi.input_messages(body)
     if messages is None:
         raise ProviderBadRequestError(f"model {body['model']} answers plain text input only (no tools, files or "

@@ -217,3 +217,29 @@ async def test_semantic_tier_for_plain_text_input(tmp_path: Path, upstream: Fake
         assert chat.headers["X-Deja-Cache"] == "miss"  # never a Responses answer for a chat request
     finally:
         await server.close()
+
+
+async def test_a_stream_cut_upstream_ends_in_band_and_is_not_stored(client: openai.AsyncOpenAI, deja: Deja,
+                                                                    upstream: FakeOpenAI) -> None:
+    upstream.script(Behaviour(kind="cut", cut_after=2))
+    async with aiohttp.ClientSession() as session, session.post(
+            deja.base_url + "/responses", headers={"Authorization": f"Bearer {MASTER}"},
+            json={"model": "gpt-4o-mini", "input": "cut me", "stream": True}) as r:
+        raw = (await r.read()).decode()
+    assert "event: response.created" in raw and "event: response.completed" not in raw
+    assert raw.rstrip().splitlines()[-2] == "event: error"
+    await deja.settled()
+    again = await client.responses.with_raw_response.create(model="gpt-4o-mini", input="cut me")
+    assert again.headers["X-Deja-Cache"] == "miss"  # the cut answer was not stored
+    found = [r for r in await rows(deja, 2) if r["route"] == "responses"]
+    assert sorted(r["status"] for r in found) == [200, 502]
+
+
+async def test_metrics_count_both_routes(client: openai.AsyncOpenAI, deja: Deja) -> None:
+    await client.responses.create(model="sim", input="metered")
+    await client.completions.create(model="sim", prompt="metered")
+    async with aiohttp.ClientSession() as session, session.get(deja.url + "/metrics") as r:
+        text = await r.text()
+    for route in ("responses", "completions"):
+        assert f'deja_requests_total{{model="sim",route="{route}",status="200"}} 1.0' in text
+        assert f'deja_request_duration_seconds_count{{cache="miss",model="sim",route="{route}"}} 1.0' in text
