@@ -13,6 +13,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import asyncio  # noqa: E402
 import logging  # noqa: E402
+import warnings  # noqa: E402
 from collections.abc import AsyncGenerator  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -29,6 +30,9 @@ from providers.sim import PROVIDER as SIM_PROVIDER  # noqa: E402
 from providers.sim import SimLLM  # noqa: E402
 
 log = logging.getLogger("deja.providers")
+# LiteLLM dumps its Responses and text-completion objects with usage of the other API's shape; pydantic warns on
+# stderr for each (the values are right: deja reads them from the dicts)
+warnings.filterwarnings("ignore", message="Pydantic serializer warnings", category=UserWarning)
 litellm.suppress_debug_info = True
 litellm.telemetry = False
 litellm.disable_hf_tokenizer_download = True  # never fetch a tokenizer at run time: count with cl100k instead
