@@ -3,6 +3,9 @@ the offline model. The official ``openai`` SDK is the client; the upstream is th
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from providers.fake_openai import FakeOpenAI
 from router.appkeys import STORAGE
 from router.config import ConfigError, load_settings
 from router.storage import UsageFilter
-from tests.integration.harness import Deja, make_settings, start_deja
+from tests.integration.harness import ROOT, Deja, make_settings, start_deja
 from tests.integration.router.storage.helpers import wait_for
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -188,3 +191,25 @@ async def test_allowed_models_admit_an_alias_of_an_allowed_group(tmp_path: Path,
             await client.chat.completions.create(model="anything-wild", messages=[{"role": "user", "content": "a"}])
     finally:
         await server.close()
+
+
+@pytest.mark.slow
+def test_cli_logs_ignored_keys_and_refuses_the_rest(tmp_path: Path) -> None:
+    """``deja`` names each ignored LiteLLM key in a start-up warning, and stops (exit 2) on a refused one."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEJA_")}
+    env.update({"PYTHONPATH": str(ROOT), "DEJA_LOG_FORMAT": "text"})
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(f"litellm_settings:\n  success_callback: [langfuse]\ngeneral_settings:\n  alerting: [slack]\n"
+                  f"  database_url: sqlite:///{tmp_path}/usage.db\n")
+    run = subprocess.run([sys.executable, "-m", "router.cli.main", "usage", "--config", str(ok)], cwd=tmp_path,
+                         env=env, capture_output=True, timeout=120)
+    assert run.returncode == 0, run.stderr.decode()
+    assert b"litellm_settings.success_callback: ignored" in run.stderr
+    assert b"general_settings.alerting: ignored" in run.stderr
+    assert (tmp_path / "usage.db").exists()  # general_settings.database_url was used
+    refused = tmp_path / "refused.yaml"
+    refused.write_text("litellm_settings:\n  max_budget: 100\n")
+    run = subprocess.run([sys.executable, "-m", "router.cli.main", "usage", "--config", str(refused)],
+                         cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.decode().startswith("deja: litellm_settings.max_budget: not supported by deja")
