@@ -216,10 +216,11 @@ def _environment_variables(raw: dict[str, Any], env: Mapping[str, str], warnings
     return out
 
 
-def _translated(raw: dict[str, Any], deja: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def _translated(raw: dict[str, Any], deja: dict[str, Any],
+                env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
     """Check the LiteLLM keys; fold what they mean into ``raw`` (``deja:`` and ``router_settings`` win)."""
     try:
-        translation, _ = litellm_config.check_litellm_config(raw)
+        translation, _ = litellm_config.check_litellm_config(raw, env)
     except litellm_config.ConfigError as exc:
         raise ConfigError(str(exc)) from exc
     warnings = list(translation.warnings)
@@ -264,7 +265,7 @@ def load_settings(
     deja = _merge(raw.get("deja") or {}, _env_overrides(env))
     if overrides:
         deja = _merge(deja, dict(overrides))
-    raw, more = _translated(raw, deja)
+    raw, more = _translated(raw, deja, env)
     raw["model_list"] = raw.get("model_list") or []
     raw["config_warnings"] = tuple(warnings + more)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,7 +110,7 @@ _LITELLM_REFUSE = {
     "guardrails": "deja runs no guardrails; requests would pass unchecked",
 }
 _CACHE_TYPES = {"local": "memory", "redis": "redis"}
-_CACHE_PARAMS = frozenset({"type", "ttl", "host", "port", "password", "namespace", "supported_call_types"})
+_CACHE_PARAMS = frozenset({"type", "ttl", "host", "port", "password", "url", "namespace", "supported_call_types"})
 _ROUTER_MOVE = {"health_check_interval", "health_check_concurrency"}
 _ROUTER_REFUSE = {"cache_responses": "deja's own cache answers repeated requests; remove it",
                   "caching_groups": "deja's own cache answers repeated requests; remove it",
@@ -192,7 +193,21 @@ def _general(raw: dict[str, Any], out: Translation) -> None:
         out.deja["usage"] = usage
 
 
-def _cache(litellm_settings: dict[str, Any], out: Translation) -> None:
+def _redis_url(params: dict[str, Any], env: Mapping[str, str]) -> str:
+    """As LiteLLM's proxy: ``cache_params`` first, else ``REDIS_URL`` / ``REDIS_HOST``, ``REDIS_PORT``,
+    ``REDIS_PASSWORD`` from the environment (``environment_variables`` included)."""
+    if params.get("url") or (not params.get("host") and env.get("REDIS_URL")):
+        return str(params.get("url") or env["REDIS_URL"])
+    host = params.get("host") or env.get("REDIS_HOST")
+    if not host:
+        raise ConfigError("litellm_settings.cache_params.host: a redis cache needs a host (cache_params.host, "
+                          "REDIS_HOST, or deja.redis_url)")
+    password = params.get("password") or env.get("REDIS_PASSWORD")
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}{host}:{params.get('port') or env.get('REDIS_PORT') or 6379}/0"
+
+
+def _cache(litellm_settings: dict[str, Any], out: Translation, env: Mapping[str, str]) -> None:
     enabled = litellm_settings.get("cache")
     params = litellm_settings.get("cache_params") or {}
     if not isinstance(params, dict):
@@ -208,28 +223,25 @@ def _cache(litellm_settings: dict[str, Any], out: Translation) -> None:
         if key not in _CACHE_PARAMS:
             raise ConfigError(f"litellm_settings.cache_params.{key}: deja cannot honour it (its cache takes type "
                               f"local or redis, ttl, host, port, password, namespace)")
-    cache_type = params.get("type", "local")
+    cache_type = params.get("type", "redis")  # LiteLLM's proxy default
     if cache_type not in _CACHE_TYPES:
         raise ConfigError(f"litellm_settings.cache_params.type: {cache_type!r} is not supported: deja's cache is "
                           f"'local' (memory) or 'redis', and it is semantic by itself")
     cache: dict[str, Any] = {"enabled": True, "backend": _CACHE_TYPES[cache_type]}
     if params.get("ttl") is not None:
         cache["ttl_seconds"] = float(params["ttl"])
+    if params.get("supported_call_types"):
+        out.warnings.append("litellm_settings.cache_params.supported_call_types: ignored: deja caches chat, "
+                            "responses and completions (never embeddings)")
     if params.get("namespace"):
         out.warnings.append("litellm_settings.cache_params.namespace: deja's Redis keys use deja.redis_prefix "
                             "(entries are already separated by tenant and by X-Deja-Cache-Namespace)")
     if cache_type == "redis":
-        host = params.get("host")
-        if not host:
-            raise ConfigError("litellm_settings.cache_params.host: a redis cache needs a host "
-                              "(or set deja.redis_url)")
-        password = params.get("password")
-        auth = f":{password}@" if password else ""
-        out.deja["redis_url"] = f"redis://{auth}{host}:{params.get('port') or 6379}/0"
+        out.deja["redis_url"] = _redis_url(params, env)
     out.deja["cache"] = cache
 
 
-def _litellm(raw: dict[str, Any], out: Translation) -> dict[str, Any]:
+def _litellm(raw: dict[str, Any], out: Translation, env: Mapping[str, str]) -> dict[str, Any]:
     """Check litellm_settings; return the keys the Gateway applies to the litellm module."""
     import litellm
 
@@ -252,7 +264,7 @@ def _litellm(raw: dict[str, Any], out: Translation) -> dict[str, Any]:
         else:
             raise _unknown("litellm_settings", str(key),
                            _LITELLM_APPLIED | _LITELLM_TO_ROUTER | set(_LITELLM_WARN) | set(_LITELLM_REFUSE))
-    _cache(settings, out)
+    _cache(settings, out, env)
     return applied
 
 
@@ -269,11 +281,11 @@ def _router(raw: dict[str, Any]) -> None:
             raise _unknown("router_settings", str(key), valid)
 
 
-def check_litellm_config(raw: dict[str, Any]) -> tuple[Translation, dict[str, Any]]:
+def check_litellm_config(raw: dict[str, Any], env: Mapping[str, str]) -> tuple[Translation, dict[str, Any]]:
     """Check every LiteLLM key of ``raw``; return the translation and the litellm module settings to apply."""
     out = Translation()
     _check_top(raw, out)
     _general(raw, out)
-    applied = _litellm(raw, out)
+    applied = _litellm(raw, out, env)
     _router(raw)
     return out, applied

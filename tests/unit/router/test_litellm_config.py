@@ -114,6 +114,20 @@ def test_general_settings_mapped_onto_usage_and_body_size(tmp_path: Path) -> Non
     assert load(tmp_path, "general_settings:\n  disable_spend_logs: true\n").deja.usage.enabled is False
 
 
+def test_cache_true_reads_redis_from_the_environment_as_litellm(tmp_path: Path) -> None:
+    """``cache: true`` alone is LiteLLM's Redis cache on REDIS_HOST / REDIS_PORT / REDIS_PASSWORD, which
+    ``environment_variables`` may set."""
+    text = ("environment_variables:\n  REDIS_HOST: cache.internal\n  REDIS_PORT: '6390'\n"
+            "litellm_settings:\n  cache: true\n")
+    settings = load(tmp_path, text, {"REDIS_PASSWORD": "s3cret"})
+    assert settings.deja.redis_url == "redis://:s3cret@cache.internal:6390/0"
+    assert settings.deja.cache.backend == "redis"
+    with pytest.raises(ConfigError, match="REDIS_HOST"):
+        load(tmp_path, "litellm_settings:\n  cache: true\n", {})
+    assert load(tmp_path, "litellm_settings:\n  cache: true\n", {"REDIS_URL": "redis://r:1/2"}).deja.redis_url == \
+        "redis://r:1/2"
+
+
 def test_cache_false_and_local(tmp_path: Path) -> None:
     assert load(tmp_path, "litellm_settings:\n  cache: false\n").deja.cache.enabled is False
     local = load(tmp_path, "litellm_settings:\n  cache: true\n  cache_params: {type: local, ttl: 60}\n").deja.cache
