@@ -40,12 +40,26 @@ def _plain_items(value: Any) -> list[dict[str, Any]] | None:
     return [{"role": item["role"], "content": item["content"]} for item in value]
 
 
+_TEXT_KEYS = ("text", "output", "arguments", "content", "refusal")
+_IMAGE_TOKENS = 85  # as compression counts an image (low detail): its bytes are never tokenised
+
+
+def _estimate(value: Any, model: str) -> int:
+    """Tokens of the text in any input item (images and files at a fixed estimate, never their bytes)."""
+    if isinstance(value, list):
+        return sum(_estimate(item, model) for item in value)
+    if not isinstance(value, dict):
+        return count_text_tokens(value, model) if isinstance(value, str) else 0
+    if value.get("type") in ("input_image", "input_file", "input_audio"):
+        return _IMAGE_TOKENS
+    return sum(_estimate(value[key], model) for key in _TEXT_KEYS if key in value)
+
+
 async def prepare(ctx: Context, request: web.Request, call: Call, body: dict[str, Any]) -> Compressed:
     items = _plain_items(body.get("input"))
     instructions = body.get("instructions") if isinstance(body.get("instructions"), str) else ""
     if items is None:
-        tokens = count_text_tokens(instructions or "", call.model) + count_text_tokens(str(body.get("input")),
-                                                                                        call.model)
+        tokens = count_text_tokens(instructions or "", call.model) + _estimate(body.get("input"), call.model)
         return Compressed(body=body, tokens_original=tokens, tokens_sent=tokens)
     settings = ctx.settings.compression
     options = CompressionOptions(auto_min_tokens=settings.auto_min_tokens, auto_ratio=settings.auto_ratio,

@@ -66,3 +66,13 @@ def test_non_text_input_is_exact_only_and_distinct() -> None:
     assert exact_key(s1, one) != exact_key(s2, two)
     tokens = completions_cache_body({"model": "m", "prompt": [1, 2, 3]})
     assert build_scope(tokens, tenant="t", namespace="")[1] is None
+
+
+def test_responses_token_estimate_never_tokenises_image_bytes() -> None:
+    from router.pipeline.responses import _estimate
+
+    pixels = "data:image/png;base64," + "A" * 100_000
+    image = {"role": "user", "content": [{"type": "input_text", "text": "What is this?"},
+                                         {"type": "input_image", "image_url": pixels}]}
+    call_output = {"type": "function_call_output", "call_id": "c", "output": "forty two"}
+    assert 85 < _estimate([image, call_output], "gpt-4o-mini") < 100
