@@ -215,6 +215,11 @@ async def test_semantic_tier_for_plain_text_input(tmp_path: Path, upstream: Fake
         chat = await client.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "How do I reverse a list in Python?"}])
         assert chat.headers["X-Deja-Cache"] == "miss"  # never a Responses answer for a chat request
+        await client.completions.create(model="instruct", prompt="How do I boil an egg?")
+        await server.settled()
+        text = await client.completions.with_raw_response.create(model="instruct", prompt="How do I boil an egg")
+        assert text.headers["X-Deja-Cache"] == "hit-semantic"
+        assert text.parse().choices[0].text == " Answer to: How do I boil an egg?"
     finally:
         await server.close()
 
@@ -243,3 +248,21 @@ async def test_metrics_count_both_routes(client: openai.AsyncOpenAI, deja: Deja)
     for route in ("responses", "completions"):
         assert f'deja_requests_total{{model="sim",route="{route}",status="200"}} 1.0' in text
         assert f'deja_request_duration_seconds_count{{cache="miss",model="sim",route="{route}"}} 1.0' in text
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/responses", {"model": "gpt-4o-mini", "input": "long"}),
+    ("/completions", {"model": "instruct", "prompt": "long"}),
+])
+async def test_client_disconnect_cancels_upstream(deja: Deja, upstream: FakeOpenAI, path: str,
+                                                  body: dict[str, Any]) -> None:
+    upstream.script(Behaviour(content=" ".join(f"w{i}" for i in range(200)), chunk_delay=0.05))
+    async with aiohttp.ClientSession() as s:
+        response = await s.post(deja.base_url + path, json={**body, "stream": True},
+                                headers={"Authorization": f"Bearer {MASTER}", "Cache-Control": "no-store"})
+        await response.content.readline()  # the first event arrived: the stream is live
+        response.close()  # the client goes away mid-stream
+    assert await upstream.wait_client_gone(timeout=5.0)
+    assert upstream.completed_streams == 0
+    found = await rows(deja, 1)
+    assert found[0]["status"] == 499 and found[0]["route"] == path.strip("/")
