@@ -1,4 +1,5 @@
-"""A real fake OpenAI server for tests and benchmarks.
+"""A real fake OpenAI server for tests and benchmarks: chat completions, embeddings, models, and (through
+``providers/fake_apis.py``) the Responses API and the legacy Completions API.
 
 It is an aiohttp server on 127.0.0.1 (port 0 by default). Each request takes the next scripted
 ``Behaviour`` (``server.script(...)``) or the server's ``default``; it can answer, stream with usage,

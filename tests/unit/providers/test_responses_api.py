@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from providers import responses_api as rapi
-from providers.models import ModelNames
 
 
 def test_plain_input_becomes_messages_and_anything_else_does_not() -> None:
@@ -51,21 +50,3 @@ def test_replay_is_the_event_stream_openai_sends() -> None:
     assert "".join(deltas) == text and all(e["output_index"] == 1 for e in events[6:13])
     assert events[0]["response"]["status"] == "in_progress" and events[0]["response"]["output"] == []
     assert events[-1]["response"] == response
-
-
-def test_model_names_resolve_as_litellm() -> None:
-    names = ModelNames([
-        {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o"}},
-        {"model_name": "openai/*", "litellm_params": {"model": "openai/*"}},
-        {"model_name": "*", "litellm_params": {"model": "anthropic/*"}},
-        {"model_name": "llmengine/fo::*::static::*", "litellm_params": {"model": "openai/fo::*::static::*"}},
-    ], {"gpt-4": "gpt-4o", "hidden": {"model": "gpt-4o", "hidden": True}})
-    assert names.resolve("gpt-4") == "gpt-4o" and names.resolve("gpt-4o") == "gpt-4o"
-    assert names.resolve("claude-x") == "claude-x"
-    wildcard = names.wildcard("openai/o3")
-    assert wildcard is not None and wildcard.concrete("openai/o3") == "openai/o3"
-    catch_all = names.wildcard("claude-x")
-    assert catch_all is not None and catch_all.concrete("claude-x") == "anthropic/claude-x"
-    two = names.wildcard("llmengine/fo::a::static::b")
-    assert two is not None and two.concrete("llmengine/fo::a::static::b") == "openai/fo::a::static::b"
-    assert names.listed() == ["gpt-4", "gpt-4o"]
