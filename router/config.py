@@ -233,6 +233,32 @@ def _translated(raw: dict[str, Any], deja: dict[str, Any],
     return raw, warnings
 
 
+def _includes(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """LiteLLM's ``include: [file.yaml, ...]`` (paths relative to the config file): each file's lists extend the
+    config's, its other keys replace them."""
+    files = raw.pop("include", None)
+    if files is None:
+        return raw
+    if not isinstance(files, list):
+        raise ConfigError("include: must be a list of file paths")
+    for name in files:
+        path = base / str(name)
+        try:
+            included = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"include: cannot read {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"include: {path} is not valid YAML: {exc}") from exc
+        if not isinstance(included, dict):
+            raise ConfigError(f"include: {path}: the top level must be a mapping")
+        for key, value in included.items():
+            if isinstance(value, list) and isinstance(raw.get(key), list):
+                raw[key] = [*raw[key], *value]
+            else:
+                raw[key] = value
+    return raw
+
+
 def load_settings(
     path: str | Path | None = None,
     *,
@@ -253,7 +279,7 @@ def load_settings(
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: the top level must be a mapping")
-        raw = loaded
+        raw = _includes(loaded, Path(path).parent)
     warnings: list[str] = []
     variables = _environment_variables(raw, env, warnings)
     if variables:

@@ -171,3 +171,28 @@ def test_litellm_settings_fallbacks_become_router_settings(tmp_path: Path) -> No
                               "router_settings:\n  fallbacks: [{a: [d]}]\n")
     assert settings.router_settings["fallbacks"] == [{"a": ["d"]}]  # router_settings wins
     assert settings.router_settings["context_window_fallbacks"] == [{"a": ["c"]}]
+
+
+def test_include_appends_other_files_as_litellm(tmp_path: Path) -> None:
+    (tmp_path / "models.yaml").write_text("model_list:\n  - model_name: b\n    litellm_params: {model: openai/b}\n"
+                                          "router_settings:\n  num_retries: 5\n")
+    settings = load(tmp_path, "include:\n  - models.yaml\nmodel_list:\n  - model_name: a\n"
+                              "    litellm_params: {model: openai/a}\n")
+    assert [m.model_name for m in settings.model_list] == ["a", "b"]
+    assert settings.router_settings["num_retries"] == 5
+    with pytest.raises(ConfigError, match="include: cannot read"):
+        load(tmp_path, "include:\n  - missing.yaml\n")
+
+
+def test_general_settings_keys_the_proxy_reads_are_all_classified(tmp_path: Path) -> None:
+    """Each general_settings key LiteLLM's proxy model documents is honoured, warned about or refused by name,
+    never reported as unknown."""
+    from litellm.proxy._types import ConfigGeneralSettings
+
+    for key in ConfigGeneralSettings.model_fields:
+        try:
+            settings = load(tmp_path, f"general_settings:\n  {key}: null\n")
+        except ConfigError as exc:
+            assert f"general_settings.{key}: not supported by deja" in str(exc)
+        else:
+            assert all("unknown" not in w for w in settings.config_warnings)
