@@ -122,17 +122,26 @@ _LITELLM_WARN = {
                      "disable_end_user_cost_tracking_prometheus_only", "enable_preview_features", "telemetry",
                      "public_model_groups", "public_model_groups_links", "suppress_debug_info",
                      "return_response_headers", "disable_add_transform_inline_image_block",
-                     "global_disable_no_log_param"),
-                    "logging, callbacks and UI settings: deja logs usage rows, JSON log lines and metrics itself"),
+                     "global_disable_no_log_param", "store_audit_logs", "enable_redis_auth_cache",
+                     "max_ui_session_budget", "scim_admin_group", "scim_upsert_user", "presidio_logging_only",
+                     "mcp_aliases", "mcp_semantic_tool_filter", "priority_reservation_settings", "responses",
+                     "global_bitbucket_config", "global_gitlab_config", "global_prompt_directory"),
+                    "logging, callbacks, UI, MCP and prompt-store settings: deja logs usage rows, JSON log lines and "
+                    "metrics itself"),
 }
 _LITELLM_REFUSE = {
     **dict.fromkeys(("max_budget", "budget_duration", "max_end_user_budget", "max_internal_user_budget",
                      "internal_user_budget_duration", "default_team_settings", "default_key_generate_params",
                      "upperbound_key_generate_params", "key_generation_settings", "default_internal_user_params",
-                     "default_max_internal_user_budget"),
+                     "default_max_internal_user_budget", "budget_reset_time"),
                     "deja has no proxy-wide or per-user budget; give each virtual key its budget_usd "
                     "(POST /admin/keys)"),
     "guardrails": "deja runs no guardrails; requests would pass unchecked",
+    "post_call_rules": "deja runs no post-call rules; answers would pass unchecked",
+    **dict.fromkeys(("cost_discount_config", "cost_margin_config"),
+                    "deja prices requests from LiteLLM's bundled table, with no discount or margin"),
+    "custom_provider_map": "deja registers no custom providers (only its own sim)",
+    "model_group_settings": "deja does not forward client headers to providers",
 }
 _CACHE_TYPES = {"local": "memory", "redis": "redis"}
 _CACHE_PARAMS = frozenset({"type", "ttl", "host", "port", "password", "url", "namespace", "supported_call_types"})

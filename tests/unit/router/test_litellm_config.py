@@ -151,6 +151,8 @@ def test_cache_false_and_local(tmp_path: Path) -> None:
     ("router_settings:\n  health_check_interval: 300\n", "router_settings.health_check_interval"),
     ("router_settings:\n  num_retires: 3\n", "num_retries"),
     ("router_settings:\n  cache_responses: true\n", "router_settings.cache_responses"),
+    ("litellm_settings:\n  cost_margin_config: {openai: 0.1}\n", "litellm_settings.cost_margin_config"),
+    ("general_settings:\n  allow_client_side_credentials: true\n", "general_settings.allow_client_side_credentials"),
 ])
 def test_keys_deja_cannot_honour_stop_start_up(tmp_path: Path, text: str, named: str) -> None:
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
