@@ -280,6 +280,8 @@ class FakeOpenAI:
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await self._record(request)
         behaviour = self._next()
+        if behaviour.delay or behaviour.kind == "hang":
+            await asyncio.sleep(3600 if behaviour.kind == "hang" else behaviour.delay)
         if behaviour.kind == "error":
             return self._error(behaviour)
         inputs = body.get("input")

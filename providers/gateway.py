@@ -7,36 +7,27 @@ With no model configured, the offline ``sim`` model is the only group.
 
 from __future__ import annotations
 
-import os
+import asyncio
+import logging
+import warnings
+from collections.abc import AsyncGenerator
+from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+import aiohttp
 
-import asyncio  # noqa: E402
-import logging  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import AsyncGenerator  # noqa: E402
-from typing import Any  # noqa: E402
-
-import aiohttp  # noqa: E402
-import litellm  # noqa: E402
-
-from providers import endpoints  # noqa: E402
-from providers.direct import DejaRouter, DirectStream  # noqa: E402
-from providers.errors import ProviderBadRequestError, ProviderError, UnknownModelError, translate  # noqa: E402
-from providers.interface import Served  # noqa: E402
-from providers.models import ModelNames  # noqa: E402
-from providers.shape import clean_chunk, clean_completion  # noqa: E402
-from providers.sim import PROVIDER as SIM_PROVIDER  # noqa: E402
-from providers.sim import SimLLM  # noqa: E402
+from providers import endpoints, litellm_api
+from providers.direct import DejaRouter, DirectStream
+from providers.errors import ProviderBadRequestError, ProviderError, UnknownModelError, translate
+from providers.interface import Served
+from providers.models import ModelNames
+from providers.shape import clean_chunk, clean_completion
+from providers.sim import PROVIDER as SIM_PROVIDER
+from providers.sim import SimLLM
 
 log = logging.getLogger("deja.providers")
 # LiteLLM dumps its Responses and text-completion objects with usage of the other API's shape; pydantic warns on
 # stderr for each (the values are right: deja reads them from the dicts)
 warnings.filterwarnings("ignore", message="Pydantic serializer warnings", category=UserWarning)
-litellm.suppress_debug_info = True
-litellm.telemetry = False
-litellm.disable_hf_tokenizer_download = True  # never fetch a tokenizer at run time: count with cl100k instead
-litellm.turn_off_message_logging = True  # LiteLLM's logging objects keep no prompts (deja logs its own way)
 
 _ROUTER_DEFAULTS: dict[str, Any] = {"num_retries": 2, "timeout": 600, "cooldown_time": 30, "allowed_fails": 3,
                                     "retry_after": 0}
@@ -48,17 +39,15 @@ class Gateway:
     def __init__(self, model_list: list[dict[str, Any]], *, router_settings: dict[str, Any] | None = None,
                  litellm_settings: dict[str, Any] | None = None, sim_delay_ms: float = 300.0,
                  sim_word_delay_ms: float = 15.0, direct_openai: bool = True) -> None:
-        self.sim = SimLLM(delay_ms=sim_delay_ms, word_delay_ms=sim_word_delay_ms)
+        litellm_api.configure(litellm_settings)
+        litellm_api.register_provider(SIM_PROVIDER, SimLLM())
         if not model_list:
             model_list = [{"model_name": "sim", "litellm_params": {"model": "sim/sim"}}]
-        self.model_list = [self._with_id(entry, i) for i, entry in enumerate(model_list)]
+        sim_delays = {"sim_delay_ms": sim_delay_ms, "sim_word_delay_ms": sim_word_delay_ms}
+        self.model_list = [self._with_id(entry, i, sim_delays) for i, entry in enumerate(model_list)]
         self._by_id = {e["model_info"]["id"]: e for e in self.model_list}
         self.names = ModelNames(self.model_list, (router_settings or {}).get("model_group_alias"))
         self.groups = list(self.names.groups)  # concrete groups; aliases and wildcards: see self.names
-        self._register_sim()
-        for key, value in (litellm_settings or {}).items():
-            if key in {"drop_params", "modify_params", "request_timeout", "num_retries", "set_verbose"}:
-                setattr(litellm, key, value)
         settings = {**_ROUTER_DEFAULTS, **(router_settings or {})}
         try:
             self.router = DejaRouter(model_list=self.model_list, direct=direct_openai, **settings)
@@ -68,15 +57,15 @@ class Gateway:
         self._price_cache: dict[str, tuple[float, float]] = {}
 
     @staticmethod
-    def _with_id(entry: dict[str, Any], index: int) -> dict[str, Any]:
+    def _with_id(entry: dict[str, Any], index: int, sim_delays: dict[str, float]) -> dict[str, Any]:
+        """The deployment with an id; a ``sim/`` deployment gets the configured delays unless it sets its own
+        (the sim handler is one per process; its delays travel with each deployment)."""
         info = dict(entry.get("model_info") or {})
         info.setdefault("id", f"{entry['model_name']}#{index}")
-        return {**entry, "litellm_params": dict(entry["litellm_params"]), "model_info": info}
-
-    def _register_sim(self) -> None:
-        others = [p for p in litellm.custom_provider_map if p.get("provider") != SIM_PROVIDER]
-        litellm.custom_provider_map = [*others, {"provider": SIM_PROVIDER, "custom_handler": self.sim}]
-        litellm.utils.custom_llm_setup()
+        params = dict(entry["litellm_params"])
+        if str(params.get("model", "")).startswith(f"{SIM_PROVIDER}/"):
+            params = {**sim_delays, **params}
+        return {**entry, "litellm_params": params, "model_info": info}
 
     def has_model(self, name: str) -> bool:
         return self.names.resolve(name) is not None
@@ -149,10 +138,7 @@ class Gateway:
             rates = (0.0, 0.0)
             if not model.startswith(f"{SIM_PROVIDER}/"):
                 try:
-                    prompt, _ = litellm.cost_per_token(model=model, prompt_tokens=1_000_000, completion_tokens=0)
-                    _, completion = litellm.cost_per_token(model=model, prompt_tokens=0,
-                                                           completion_tokens=1_000_000)
-                    rates = (float(prompt) / 1_000_000, float(completion) / 1_000_000)
+                    rates = litellm_api.cost_per_token(model)
                 except Exception:  # unknown price: count as free rather than fail the request
                     rates = (0.0, 0.0)
             self._price_cache[model] = rates
@@ -264,7 +250,7 @@ _OPENAI_FIELDS = frozenset({"model", "messages", "input", "metadata", "user", "s
                             "dimensions", "encoding_format"})
 # What a client must not steer: LiteLLM's own parameters (credentials, api_base, callbacks, mock answers, retries,
 # fallbacks, timeouts, prices) and the Router's. They are the operator's, set in the config.
-_CONTROL_FIELDS = frozenset(litellm.main.all_litellm_params) | {
+_CONTROL_FIELDS = litellm_api.ALL_LITELLM_PARAMS | {
     "timeout", "specific_deployment", "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "priority",
     "model_group_alias", "extra_headers", "extra_body", "extra_query", "base_url", "organization", "api_type",
     "azure_ad_token", "deployment_id", "litellm_params", "deja_body"}

@@ -26,7 +26,7 @@ from router.resources import (
     limits_ctx,
     pipeline_ctx,
     provider_ctx,
-    redis_health_ctx,
+    redis_ctx,
     storage_ctx,
 )
 
@@ -47,7 +47,7 @@ def create_app(settings: Settings, *, embedder: Any = None, db_schema: str | Non
         app[DB_SCHEMA] = db_schema
     if provider is not None:
         app[PROVIDER_OVERRIDE] = provider
-    app.cleanup_ctx.extend([storage_ctx, provider_ctx, cache_ctx, limits_ctx, redis_health_ctx, background_ctx,
+    app.cleanup_ctx.extend([storage_ctx, provider_ctx, redis_ctx, cache_ctx, limits_ctx, background_ctx,
                             pipeline_ctx])
     r = app.router
     r.add_post("/v1/chat/completions", chat.chat_completions)

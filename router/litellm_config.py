@@ -109,7 +109,7 @@ _GENERAL_REFUSE = {
                     "it changes how requests are routed or forwarded, and deja does not implement it"),
 }
 
-# litellm_settings applied to the litellm module as the proxy does
+# litellm_settings applied to the litellm module as the proxy does (providers.litellm_api.MODULE_SETTINGS)
 _LITELLM_APPLIED = frozenset({"drop_params", "modify_params", "request_timeout", "num_retries", "set_verbose"})
 # litellm_settings that are router settings in deja (router_settings wins when both are set)
 _LITELLM_TO_ROUTER = frozenset({"fallbacks", "context_window_fallbacks", "content_policy_fallbacks",
@@ -277,9 +277,11 @@ def _cache(litellm_settings: dict[str, Any], out: Translation, env: Mapping[str,
 
 def _litellm(raw: dict[str, Any], out: Translation, env: Mapping[str, str]) -> dict[str, Any]:
     """Check litellm_settings; return the keys the Gateway applies to the litellm module."""
-    import litellm
-
     settings = _section(raw, "litellm_settings")
+    if not settings:
+        return {}
+    from providers import litellm_api  # LiteLLM is imported only when a config has litellm_settings
+
     applied: dict[str, Any] = {}
     for key, value in settings.items():
         if key in ("cache", "cache_params"):
@@ -292,7 +294,7 @@ def _litellm(raw: dict[str, Any], out: Translation, env: Mapping[str, str]) -> d
             out.router[key] = value
         elif key in _LITELLM_WARN:
             out.warnings.append(f"litellm_settings.{key}: ignored: {_LITELLM_WARN[key]}")
-        elif hasattr(litellm, key):
+        elif litellm_api.is_module_setting(str(key)):
             out.warnings.append(f"litellm_settings.{key}: ignored: deja applies only "
                                 f"{', '.join(sorted(_LITELLM_APPLIED))} to LiteLLM")
         else:
@@ -303,10 +305,13 @@ def _litellm(raw: dict[str, Any], out: Translation, env: Mapping[str, str]) -> d
 
 
 def _router(raw: dict[str, Any]) -> None:
-    import litellm
+    section = _section(raw, "router_settings")
+    if not section:
+        return
+    from providers import litellm_api
 
-    valid = set(litellm.Router.get_valid_args()) - {"model_list", "search_tools"}
-    for key in _section(raw, "router_settings"):
+    valid = litellm_api.router_arguments()
+    for key in section:
         if key in _ROUTER_MOVE:
             raise ConfigError(f"router_settings.{key}: not a router setting; LiteLLM takes it in general_settings")
         if key in _ROUTER_REFUSE:

@@ -12,7 +12,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -83,10 +82,9 @@ def _key_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _with_storage(settings: Settings, work: Callable[[Any], Awaitable[int]], *, migrate: bool = True) -> int:
-    from router.resources import _sqlite_dir
-    from router.storage import open_storage
+    from router.storage import open_storage, prepare_sqlite_dir
 
-    _sqlite_dir(settings.deja.database_url)
+    prepare_sqlite_dir(settings.deja.database_url)
     storage = open_storage(settings.deja.database_url, schema=settings.deja.database_schema)
     await storage.connect()
     try:

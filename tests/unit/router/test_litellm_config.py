@@ -198,3 +198,10 @@ def test_general_settings_keys_the_proxy_reads_are_all_classified(tmp_path: Path
             assert f"general_settings.{key}: not supported by deja" in str(exc)
         else:
             assert all("unknown" not in w for w in settings.config_warnings)
+
+
+def test_the_applied_module_settings_are_the_gateways() -> None:
+    from providers import litellm_api
+    from router import litellm_config
+
+    assert litellm_config._LITELLM_APPLIED == litellm_api.MODULE_SETTINGS
