@@ -235,6 +235,9 @@ class Gateway:
 
     async def close(self) -> None:
         await self.router.aclose_direct()
+        # unhook the Router's callbacks from LiteLLM's process-wide lists: they would pile up with every app built
+        # in one process, and past LiteLLM's 100 the next Router's cooldown callback is silently not added
+        self.router.discard()
         if self._http is not None:
             await self._http.close()
             self._http = None
