@@ -181,6 +181,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.router.aclose_direct()
+        self.router.discard()  # unhook its callbacks from LiteLLM's process-wide lists (at most 100 are kept)
         if self._http is not None:
             await self._http.close()
             self._http = None
