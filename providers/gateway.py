@@ -235,9 +235,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.router.aclose_direct()
-        # unhook the Router's callbacks from LiteLLM's process-wide lists: they would pile up with every app built
-        # in one process, and past LiteLLM's 100 the next Router's cooldown callback is silently not added
-        self.router.discard()
+        self.router.discard()  # unhook its callbacks from LiteLLM's process-wide lists (at most 100 are kept)
         if self._http is not None:
             await self._http.close()
             self._http = None

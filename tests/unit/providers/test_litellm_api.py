@@ -35,6 +35,7 @@ def test_module_attributes_deja_sets_or_reads_exist() -> None:
                  "custom_provider_map", "drop_params", "modify_params", "model_cost"):
         assert hasattr(litellm, name), name
     assert callable(litellm.utils.custom_llm_setup)
+    assert callable(litellm.Router.discard)  # Gateway.close unhooks its Router from LiteLLM's global callbacks
     assert {"api_base", "api_key", "mock_response"} <= litellm_api.ALL_LITELLM_PARAMS
 
 
@@ -64,3 +65,10 @@ def test_cost_and_provider_inference() -> None:
     assert litellm_api.provider_of("gpt-4o-mini") == "openai"
     assert litellm_api.provider_of("no-such-model-xyz") is None
     assert litellm_api.reasoning_model("o3-mini") and not litellm_api.reasoning_model("gpt-4o")
+
+
+async def test_a_closed_gateway_leaves_no_callbacks_behind() -> None:
+    before = len(litellm._async_failure_callback)
+    for _ in range(3):
+        await Gateway([]).close()
+    assert len(litellm._async_failure_callback) == before
