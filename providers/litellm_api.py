@@ -105,6 +105,16 @@ def reasoning_model(model: str) -> bool:
         return name.startswith(("o1", "o3", "o4", "gpt-5"))
 
 
+def router_arguments() -> frozenset[str]:
+    """What ``litellm.Router`` takes (``router_settings`` keys), as LiteLLM's proxy checks them."""
+    return frozenset(litellm.Router.get_valid_args()) - {"model_list", "search_tools"}
+
+
+def is_module_setting(name: str) -> bool:
+    """Whether ``name`` is a ``litellm`` module attribute (a ``litellm_settings`` key LiteLLM's proxy would set)."""
+    return hasattr(litellm, name)
+
+
 class RouterHooks(litellm.Router):
     """LiteLLM's Router with each private member deja uses behind one typed, documented name.
 
