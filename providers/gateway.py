@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
 
-from providers import litellm_api
+from providers import endpoints, litellm_api
 from providers.direct import DejaRouter, DirectStream
-from providers.errors import ProviderError, UnknownModelError, translate
+from providers.errors import ProviderBadRequestError, ProviderError, UnknownModelError, translate
 from providers.interface import Deployment, Served
+from providers.models import ModelNames
 from providers.shape import clean_chunk, clean_completion
 from providers.sim import PROVIDER as SIM_PROVIDER
 from providers.sim import SimLLM
 
 log = logging.getLogger("deja.providers")
+# LiteLLM dumps its Responses and text-completion objects with usage of the other API's shape; pydantic warns on
+# stderr for each (the values are right: deja reads them from the dicts)
+warnings.filterwarnings("ignore", message="Pydantic serializer warnings", category=UserWarning)
 
 _ROUTER_DEFAULTS: dict[str, Any] = {"num_retries": 2, "timeout": 600, "cooldown_time": 30, "allowed_fails": 3,
                                     "retry_after": 0}
@@ -41,7 +46,8 @@ class Gateway:
         sim_delays = {"sim_delay_ms": sim_delay_ms, "sim_word_delay_ms": sim_word_delay_ms}
         self.model_list = [self._with_id(entry, i, sim_delays) for i, entry in enumerate(model_list)]
         self._by_id = {e["model_info"]["id"]: e for e in self.model_list}
-        self.groups = sorted({e["model_name"] for e in self.model_list})
+        self.names = ModelNames(self.model_list, (router_settings or {}).get("model_group_alias"))
+        self.groups = list(self.names.groups)  # concrete groups; aliases and wildcards: see self.names
         settings = {**_ROUTER_DEFAULTS, **(router_settings or {})}
         try:
             self.router = DejaRouter(model_list=self.model_list, direct=direct_openai, **settings)
@@ -62,30 +68,64 @@ class Gateway:
         return {**entry, "litellm_params": params, "model_info": info}
 
     def has_model(self, name: str) -> bool:
-        return name in self.groups
+        return self.names.resolve(name) is not None
 
     def check_model(self, name: str) -> None:
         if not self.has_model(name):
             raise UnknownModelError(f"The model `{name}` does not exist or you do not have access to it.")
 
+    def resolve(self, name: str) -> str:
+        """The model group ``name`` is served as: an alias's target, else the name (see ``providers.models``)."""
+        return self.names.resolve(name) or name
+
+    def _entries(self, group: str) -> list[dict[str, Any]]:
+        """The deployments serving ``group`` (an alias, a group or a name a wildcard matches)."""
+        group = self.resolve(group)
+        found = [e for e in self.model_list if e["model_name"] == group]
+        wildcard = None if found else self.names.wildcard(group)
+        return [e for e in self.model_list if e["model_name"] == wildcard.model_name] if wildcard else found
+
     def first_deployment(self, group: str) -> str | None:
-        for entry in self.model_list:
-            if entry["model_name"] == group:
-                return str(entry["model_info"]["id"])
-        return None
+        entries = self._entries(group)
+        return str(entries[0]["model_info"]["id"]) if entries else None
 
     def litellm_model(self, group: str) -> str:
-        for entry in self.model_list:
-            if entry["model_name"] == group:
-                return str(entry["litellm_params"]["model"])
-        return group
+        entries = self._entries(group)
+        if not entries:
+            return group
+        model = str(entries[0]["litellm_params"]["model"])
+        wildcard = self.names.wildcard(self.resolve(group)) if "*" in model else None
+        return (wildcard.concrete(self.resolve(group)) or model) if wildcard else model
 
-    def _served(self, hidden: dict[str, Any] | None) -> Served:
+    def listed_models(self) -> list[str]:
+        return self.names.listed()
+
+    def sim_only(self, name: str) -> bool:
+        """True for a group only the offline ``sim`` model serves (it answers chat, not embeddings)."""
+        entries = self._entries(name)
+        return bool(entries) and all(str(e["litellm_params"]["model"]).startswith(f"{SIM_PROVIDER}/")
+                                     for e in entries)
+
+    def supports_embeddings(self, name: str) -> bool:
+        return not self.sim_only(name)
+
+    def routed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body with an alias replaced by its group, so the Router (and its direct path) sees the group."""
+        group = self.resolve(body["model"])
+        return body if group == body["model"] else {**body, "model": group}
+
+    def served(self, hidden: dict[str, Any] | None, group: str = "") -> Served:
+        """Which deployment answered (from a LiteLLM response's ``_hidden_params``) for the requested ``group``."""
+        return self._served(hidden, group)
+
+    def _served(self, hidden: dict[str, Any] | None, group: str = "") -> Served:
         hidden = hidden or {}
         deployment_id = hidden.get("model_id")
         entry = self._by_id.get(deployment_id or "")
-        return Served(deployment=deployment_id, provider=hidden.get("custom_llm_provider"),
-                      litellm_model=entry["litellm_params"]["model"] if entry else hidden.get("litellm_model_name"))
+        model = entry["litellm_params"]["model"] if entry else hidden.get("litellm_model_name")
+        if isinstance(model, str) and "*" in model and group:
+            model = self.litellm_model(group)  # a wildcard deployment: the concrete model it served
+        return Served(deployment=deployment_id, provider=hidden.get("custom_llm_provider"), litellm_model=model)
 
     def cost(self, served: Served, group: str, prompt_tokens: int, completion_tokens: int) -> float:
         prompt_rate, completion_rate = self._rates(served.litellm_model or self.litellm_model(group))
@@ -108,12 +148,12 @@ class Gateway:
                        ) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
         try:
-            response = await self.router.acompletion(**_router_kwargs(body, headers))
+            response = await self.router.acompletion(**_router_kwargs(self.routed(body), headers))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise translate(exc) from exc
-        served = self._served(getattr(response, "_hidden_params", None))
+        served = self._served(getattr(response, "_hidden_params", None), body["model"])
         data = clean_completion(response.model_dump())
         usage = data.get("usage") or {}
         served.cost_usd = self.cost(served, body["model"], usage.get("prompt_tokens", 0),
@@ -126,12 +166,12 @@ class Gateway:
         ``complete``, ``embed``) go to the deployment with the request: trace context, request id."""
         self.check_model(body["model"])
         try:
-            upstream = await self.router.acompletion(**_router_kwargs(body, headers))
+            upstream = await self.router.acompletion(**_router_kwargs(self.routed(body), headers))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise translate(exc) from exc
-        found = self._served(getattr(upstream, "_hidden_params", None))
+        found = self._served(getattr(upstream, "_hidden_params", None), body["model"])
         served.deployment, served.provider, served.litellm_model = found.deployment, found.provider, found.litellm_model
         try:
             async for chunk in upstream:
@@ -148,13 +188,15 @@ class Gateway:
     async def embed(self, body: dict[str, Any], headers: dict[str, str] | None = None
                        ) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
+        if not self.supports_embeddings(body["model"]):
+            raise ProviderBadRequestError(f"model {body['model']} does not support embeddings")
         try:
-            response = await self.router.aembedding(**_router_kwargs(body, headers))
+            response = await self.router.aembedding(**_router_kwargs(self.routed(body), headers))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise translate(exc) from exc
-        served = self._served(getattr(response, "_hidden_params", None))
+        served = self._served(getattr(response, "_hidden_params", None), body["model"])
         data = response.model_dump()
         out = {"object": "list", "data": [
             {"object": "embedding", "index": d.get("index", i), "embedding": d.get("embedding")}
@@ -164,6 +206,18 @@ class Gateway:
                         "total_tokens": int(usage.get("total_tokens") or 0)}
         served.cost_usd = self.cost(served, body["model"], out["usage"]["prompt_tokens"], 0)
         return out, served
+
+    async def respond(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+        return await endpoints.respond(self, body)
+
+    def respond_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
+        return endpoints.respond_stream(self, body, served)
+
+    async def complete_text(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+        return await endpoints.complete_text(self, body)
+
+    def complete_text_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
+        return endpoints.complete_text_stream(self, body, served)
 
     async def ping(self) -> dict[str, bool]:
         """Reachability of each deployment with an ``api_base`` (any HTTP answer counts); others are assumed up."""
@@ -195,8 +249,8 @@ class Gateway:
             return set()
 
     async def close(self) -> None:
-        self.router.detach()
         await self.router.aclose_direct()
+        self.router.discard()  # unhook its callbacks from LiteLLM's process-wide lists (at most 100 are kept)
         if self._http is not None:
             await self._http.close()
             self._http = None

@@ -105,7 +105,14 @@ def reasoning_model(model: str) -> bool:
         return name.startswith(("o1", "o3", "o4", "gpt-5"))
 
 
-_CALLBACK_LISTS = ("success_callback", "_async_success_callback", "failure_callback", "_async_failure_callback")
+def router_arguments() -> frozenset[str]:
+    """What ``litellm.Router`` takes (``router_settings`` keys), as LiteLLM's proxy checks them."""
+    return frozenset(litellm.Router.get_valid_args()) - {"model_list", "search_tools"}
+
+
+def is_module_setting(name: str) -> bool:
+    """Whether ``name`` is a ``litellm`` module attribute (a ``litellm_settings`` key LiteLLM's proxy would set)."""
+    return hasattr(litellm, name)
 
 
 class RouterHooks(litellm.Router):
@@ -133,18 +140,6 @@ class RouterHooks(litellm.Router):
         super()._update_kwargs_with_deployment(deployment=deployment, kwargs=kwargs, function_name=function_name)
         self.with_deployment(dict(deployment), kwargs)
         kwargs.pop("deja_headers", None)  # deja's own key never reaches litellm.acompletion
-
-    def detach(self) -> None:
-        """Take this Router's callbacks out of LiteLLM's process-wide lists. The Router adds four at construction
-        and never removes them: a closed Router's would run on every later call in the process, and with many of
-        them (a test suite builds hundreds) the thread running failure callbacks falls behind, so cooldowns are set
-        late. Idempotent."""
-        mine = [self.deployment_callback_on_success, self.sync_deployment_callback_on_success,
-                self.async_deployment_callback_on_failure, self.deployment_callback_on_failure]
-        for name in _CALLBACK_LISTS:
-            current = getattr(litellm, name, None)
-            if isinstance(current, list):
-                setattr(litellm, name, [c for c in current if not any(c == m for m in mine)])
 
     def with_deployment(self, deployment: dict[str, Any], kwargs: dict[str, Any]) -> None:
         """Called on LiteLLM's own path with the chosen deployment and the call's kwargs (a copy per attempt)."""

@@ -19,7 +19,7 @@ from router.http import openai as openai_routes
 from router.http.middleware import request_middleware
 from router.ops import status
 from router.ops.metrics import Metrics
-from router.pipeline import chat
+from router.pipeline import chat, completions, responses
 from router.resources import (
     background_ctx,
     cache_ctx,
@@ -52,6 +52,10 @@ def create_app(settings: Settings, *, embedder: Any = None, db_schema: str | Non
     r = app.router
     r.add_post("/v1/chat/completions", chat.chat_completions)
     r.add_post("/chat/completions", chat.chat_completions)
+    r.add_post("/v1/responses", responses.responses)
+    r.add_post("/responses", responses.responses)
+    r.add_post("/v1/completions", completions.completions)
+    r.add_post("/completions", completions.completions)
     r.add_post("/v1/embeddings", openai_routes.embeddings)
     r.add_post("/embeddings", openai_routes.embeddings)
     r.add_get("/v1/models", openai_routes.list_models)

@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers import responses_api as rapi
 from providers.errors import ProviderError, UnknownModelError
 from providers.interface import Served
 
@@ -49,6 +50,15 @@ class FakeProvider:
 
     def has_model(self, name: str) -> bool:
         return name in self._groups
+
+    def resolve(self, name: str) -> str:
+        return name
+
+    def listed_models(self) -> Sequence[str]:
+        return self._groups
+
+    def supports_embeddings(self, name: str) -> bool:
+        return True
 
     def check_model(self, name: str) -> None:
         if not self.has_model(name):
@@ -117,6 +127,36 @@ class FakeProvider:
                                                                     "total_tokens": 3 * len(inputs)},
                 "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2]} for i in range(len(inputs))]
                 }, served
+
+    async def respond(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+        """The Responses API as the gateway's sim answers it: the chat answer as a ``response``."""
+        chat = {"model": body["model"], "messages": rapi.input_messages(body) or []}
+        completion, served = await self.complete(chat)
+        return rapi.chat_to_response(completion, body), served
+
+    async def respond_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
+        response, found = await self.respond(body)
+        served.deployment, served.provider = found.deployment, found.provider
+        for event in rapi.replay_events(response):
+            yield event
+
+    async def complete_text(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+        completion, served = await self.complete({"model": body["model"],
+                                                  "messages": [{"role": "user", "content": str(body["prompt"])}]})
+        choice = completion["choices"][0]
+        return {"id": "cmpl-fake", "object": "text_completion", "created": completion["created"],
+                "model": body["model"], "usage": completion["usage"],
+                "choices": [{"text": choice["message"]["content"], "index": 0, "logprobs": None,
+                             "finish_reason": choice["finish_reason"]}]}, served
+
+    async def complete_text_stream(self, body: dict[str, Any],
+                                   served: Served) -> AsyncGenerator[dict[str, Any], None]:
+        whole, found = await self.complete_text(body)
+        served.deployment, served.provider = found.deployment, found.provider
+        head = {k: whole[k] for k in ("id", "object", "created", "model")}
+        yield {**head, "choices": [{**whole["choices"][0], "finish_reason": None}]}
+        yield {**head, "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}]}
+        yield {**head, "choices": [], "usage": whole["usage"]}
 
     async def ping(self) -> dict[str, bool]:
         return {f"{g}#0": True for g in self._groups}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -144,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         from router.ops.logs import setup_logging
 
         setup_logging(settings.deja.log_level, settings.deja.log_format)
+        for warning in settings.config_warnings:
+            logging.getLogger("deja.config").warning(warning)
         if args.command == "serve":
             host = args.host or settings.deja.host
             port = args.port if args.port is not None else settings.deja.port
@@ -172,8 +175,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deja: cannot start: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # a backend or a shipped file that cannot be used: one clear line, details in debug
-        import logging
-
         logging.getLogger("deja").debug("start-up failed", exc_info=True)
         print(f"deja: cannot start: {type(exc).__name__}: {exc} (log_level: debug shows the details)",
               file=sys.stderr)

@@ -24,6 +24,7 @@ from router.http.sse import SSEWriter, StreamAccumulator, fresh_identity, replay
 from router.http.tracing import trace_context
 from router.pipeline import cache_step
 from router.pipeline.accounting import admit, finish, spend_headers
+from router.pipeline.body_cache import with_body_cache
 from router.pipeline.cache_controls import cache_headers, parse_cache_controls
 from router.pipeline.context import Context
 from router.pipeline.steps import Admission, Call, Compressed, Delivery, Lookup, Meter, Outcome
@@ -36,8 +37,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_json(request, ctx.settings.max_body_bytes)
     validate(ChatRequest, body)
     call = await accept(ctx, request, body, route="chat", request_body=body.get("messages"))
+    controls = with_body_cache(parse_cache_controls(request.headers), body)
     body = without_tags(body)  # the tags are deja's, not the model's
-    controls = parse_cache_controls(request.headers)
     compressed: Compressed | None = None
     admission: Admission | None = None
     lookup: Lookup | None = None
@@ -77,7 +78,7 @@ async def accept(ctx: Context, request: web.Request, body: dict[str, Any], *, ro
     model = body["model"]
     ctx.provider.check_model(model)
     request[MODEL_LABEL] = model
-    ctx.auth.check_model(principal, model)
+    ctx.auth.check_model(principal, model, ctx.provider.resolve(model))
     user = body.get("user")
     found = attribution(request.headers, body)
     return Call(request_id=request[REQUEST_ID], route=route, principal=principal, model=model,
@@ -86,7 +87,7 @@ async def accept(ctx: Context, request: web.Request, body: dict[str, Any], *, ro
                 trace=trace_context(request.headers))
 
 
-def _level(ctx: Context, request: web.Request, call: Call) -> Level:
+def level_for(ctx: Context, request: web.Request, call: Call) -> Level:
     """The header wins, then the key's ``metadata.compression``, then the model group's, then the default."""
     compression = ctx.settings.compression
     default = parse_level(compression.per_model.get(call.model, compression.default), Level.LOSSLESS)
@@ -106,7 +107,7 @@ async def compress_step(ctx: Context, request: web.Request, call: Call, body: di
     options = CompressionOptions(auto_min_tokens=settings.auto_min_tokens, auto_ratio=settings.auto_ratio,
                                  auto_scorer=settings.auto_scorer)
     embed = ctx.embedder.embed if ctx.embedder is not None else None
-    messages, report = await compress(body["messages"], level=_level(ctx, request, call), model=call.model,
+    messages, report = await compress(body["messages"], level=level_for(ctx, request, call), model=call.model,
                                       embed=embed, options=options)
     sent = body if messages is body["messages"] else {**body, "messages": messages}
     saved = max(0, report.tokens_original - report.tokens_sent)
