@@ -207,17 +207,21 @@ class Gateway:
         served.cost_usd = self.cost(served, body["model"], out["usage"]["prompt_tokens"], 0)
         return out, served
 
-    async def respond(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
-        return await endpoints.respond(self, body)
+    async def respond(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                      ) -> tuple[dict[str, Any], Served]:
+        return await endpoints.respond(self, body, headers)
 
-    def respond_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
-        return endpoints.respond_stream(self, body, served)
+    def respond_stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+                       ) -> AsyncGenerator[dict[str, Any], None]:
+        return endpoints.respond_stream(self, body, served, headers)
 
-    async def complete_text(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
-        return await endpoints.complete_text(self, body)
+    async def complete_text(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                            ) -> tuple[dict[str, Any], Served]:
+        return await endpoints.complete_text(self, body, headers)
 
-    def complete_text_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
-        return endpoints.complete_text_stream(self, body, served)
+    def complete_text_stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+                             ) -> AsyncGenerator[dict[str, Any], None]:
+        return endpoints.complete_text_stream(self, body, served, headers)
 
     async def ping(self) -> dict[str, bool]:
         """Reachability of each deployment with an ``api_base`` (any HTTP answer counts); others are assumed up."""

@@ -72,19 +72,23 @@ class Provider(Protocol):
     async def embed(self, body: dict[str, Any], headers: dict[str, str] | None = None
                     ) -> tuple[dict[str, Any], Served]: ...
 
-    async def respond(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+    async def respond(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                      ) -> tuple[dict[str, Any], Served]:
         """The Responses API (``POST /v1/responses``): a ``response`` object."""
         ...
 
-    def respond_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
+    def respond_stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+                       ) -> AsyncGenerator[dict[str, Any], None]:
         """The Responses API's events (each a dict with its ``type``), as ``stream``."""
         ...
 
-    async def complete_text(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+    async def complete_text(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                            ) -> tuple[dict[str, Any], Served]:
         """The legacy Completions API (``POST /v1/completions``): a ``text_completion``."""
         ...
 
-    def complete_text_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
+    def complete_text_stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+                             ) -> AsyncGenerator[dict[str, Any], None]:
         """``text_completion`` chunks; the usage, when known, last, on a chunk with no choice."""
         ...
 

@@ -128,30 +128,34 @@ class FakeProvider:
                 "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2]} for i in range(len(inputs))]
                 }, served
 
-    async def respond(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+    async def respond(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                      ) -> tuple[dict[str, Any], Served]:
         """The Responses API as the gateway's sim answers it: the chat answer as a ``response``."""
         chat = {"model": body["model"], "messages": rapi.input_messages(body) or []}
-        completion, served = await self.complete(chat)
+        completion, served = await self.complete(chat, headers)
         return rapi.chat_to_response(completion, body), served
 
-    async def respond_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
-        response, found = await self.respond(body)
+    async def respond_stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+                             ) -> AsyncGenerator[dict[str, Any], None]:
+        response, found = await self.respond(body, headers)
         served.deployment, served.provider = found.deployment, found.provider
         for event in rapi.replay_events(response):
             yield event
 
-    async def complete_text(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+    async def complete_text(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                            ) -> tuple[dict[str, Any], Served]:
         completion, served = await self.complete({"model": body["model"],
-                                                  "messages": [{"role": "user", "content": str(body["prompt"])}]})
+                                                  "messages": [{"role": "user", "content": str(body["prompt"])}]},
+                                                 headers)
         choice = completion["choices"][0]
         return {"id": "cmpl-fake", "object": "text_completion", "created": completion["created"],
                 "model": body["model"], "usage": completion["usage"],
                 "choices": [{"text": choice["message"]["content"], "index": 0, "logprobs": None,
                              "finish_reason": choice["finish_reason"]}]}, served
 
-    async def complete_text_stream(self, body: dict[str, Any],
-                                   served: Served) -> AsyncGenerator[dict[str, Any], None]:
-        whole, found = await self.complete_text(body)
+    async def complete_text_stream(self, body: dict[str, Any], served: Served,
+                                   headers: dict[str, str] | None = None) -> AsyncGenerator[dict[str, Any], None]:
+        whole, found = await self.complete_text(body, headers)
         served.deployment, served.provider = found.deployment, found.provider
         head = {k: whole[k] for k in ("id", "object", "created", "model")}
         yield {**head, "choices": [{**whole["choices"][0], "finish_reason": None}]}
