@@ -154,6 +154,8 @@ async def requests_page(request: web.Request) -> web.Response:
             include_bodies=bodies)
     except InvalidQueryError as exc:
         raise err.BadRequestError(str(exc), param="cursor") from exc
+    for row in rows:  # stored as JSON text; shown as JSON (bodies stay text here, as they always were)
+        row["tags"], row["metadata"] = _parsed(row.get("tags")), _parsed(row.get("metadata"))
     return web.json_response({"object": "list", "data": rows, "next_cursor": cursor})
 
 

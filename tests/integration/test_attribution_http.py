@@ -104,6 +104,9 @@ async def test_tags_and_metadata_attribute_spend(deja: Deja, upstream: FakeOpenA
     assert [(r["group"], r["requests"]) for r in usage["data"]] == [("u-1", 1)]
     _, _, own = await call(deja, "GET", "/admin/usage?group_by=tag", key=key["key"])  # a key reads its own
     assert {r["group"] for r in own["data"]} == set(by_tag)
+    _, _, page = await call(deja, "GET", "/admin/requests?tag=prod")
+    assert sorted(r["request_id"] for r in page["data"]) == sorted(ids[:2])
+    assert {tuple(r["tags"]) for r in page["data"]} == {("prod", "app:web", "team:search"), ("prod", "batch")}
     _, _, stored = await call(deja, "GET", f"/admin/requests/{ids[0]}")
     assert stored["tags"] == ["prod", "app:web", "team:search"] and stored["metadata"]["run"] == "7"
 
