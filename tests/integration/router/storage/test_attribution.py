@@ -178,3 +178,23 @@ async def _v1_rows(storage: Any) -> None:
                            *usage)
         await conn.execute(f"INSERT INTO usage_daily VALUES ({', '.join(f'${i + 1}' for i in range(4 + len(rollup)))})",
                            date(2026, 1, 10), "acme", "key_v1", "m", *rollup)
+
+
+@pytest.mark.parametrize("store_bodies", [True, False])
+async def test_metadata_is_capped_and_kept_without_bodies(storage: Storage, store_bodies: bool) -> None:
+    from router.storage import UsageWriter
+    from router.storage.writer import MAX_METADATA_BYTES
+
+    big, small = make_records(2, prefix="meta")
+    big.metadata = json.dumps({"note": "x" * 20_000})
+    small.metadata, small.tags = json.dumps({"run": "7"}), json.dumps(["a"])
+    writer = UsageWriter(storage, store_bodies=store_bodies, flush_interval=3600)
+    await writer.start()
+    writer.submit(big)
+    writer.submit(small)
+    await writer.close()
+    rows = {r["request_id"]: r for r in (await storage.list_requests(UsageFilter(), include_bodies=True))[0]}
+    stub = json.loads(rows[big.request_id]["metadata"])  # still JSON: a stub holding the head
+    assert len(rows[big.request_id]["metadata"].encode()) <= MAX_METADATA_BYTES and stub["truncated"] is True
+    assert rows[small.request_id]["metadata"] == small.metadata and rows[small.request_id]["tags"] == '["a"]'
+    assert (rows[small.request_id]["request_body"] is None) is not store_bodies  # metadata is not a body
