@@ -20,6 +20,7 @@ from providers.errors import ProviderError
 from providers.interface import Served
 from router.appkeys import CONTEXT
 from router.http import errors as err
+from router.http.attribution import without_tags
 from router.http.middleware import OUTCOME, json_response
 from router.http.parsing import read_json, validate
 from router.http.sse import SSEWriter
@@ -78,6 +79,7 @@ async def handle(request: web.Request, api: Api) -> web.StreamResponse:
     validate(api.request_model, body)
     call = await accept(ctx, request, body, route=api.route, request_body=api.request_body(body))
     controls = with_body_cache(parse_cache_controls(request.headers), body)
+    body = without_tags(body)  # the tags are deja's, not the model's
     compressed: Compressed | None = None
     admission: Admission | None = None
     lookup: Lookup | None = None

@@ -41,7 +41,7 @@ CALLS = [("/v1/responses", {"model": "gpt-4o-mini", "input": "hello"}),
 async def test_trace_tags_and_cost_on_the_other_apis(deja: Deja, upstream: FakeOpenAI, path: str,
                                                      body: dict[str, Any], stream: bool) -> None:
     async with aiohttp.ClientSession() as s, s.post(
-            deja.url + path, json={**body, "stream": stream},
+            deja.url + path, json={**body, "stream": stream, "metadata": {"tags": ["prod"], "run": "1"}},
             headers={"traceparent": TRACEPARENT, "x-deja-tags": "batch"}) as r:
         await r.read()
         assert r.status == 200
@@ -51,6 +51,7 @@ async def test_trace_tags_and_cost_on_the_other_apis(deja: Deja, upstream: FakeO
     assert received.path == path
     headers = {k.lower(): v for k, v in received.headers.items()}
     assert headers["traceparent"] == TRACEPARENT and headers["x-request-id"] == request_id
+    assert received.body.get("metadata") in ({"run": "1"}, None)  # never the tags
     storage = deja.app[STORAGE]
 
     async def written() -> bool:
@@ -59,4 +60,4 @@ async def test_trace_tags_and_cost_on_the_other_apis(deja: Deja, upstream: FakeO
     await wait_for(written, timeout=20)
     (row,), _ = await storage.list_requests(UsageFilter(), limit=5)
     assert row["request_id"] == request_id and row["trace_id"] == "11112222333344445555666677778888"
-    assert json.loads(row["tags"]) == ["batch"]
+    assert json.loads(row["tags"]) == ["prod", "batch"] and json.loads(row["metadata"])["run"] == "1"
