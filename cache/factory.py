@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+import redis.asyncio as aioredis
+
 from cache.errors import CacheConfigError
 from cache.redis_store import RedisStore
 from cache.semantic import DEFAULT_MAX_QUERY_CHARS, SemanticCache
@@ -28,7 +30,7 @@ async def build_cache(
     *,
     embedder: Embedder | None,
     semantic: bool = True,
-    redis_url: str | None = None,
+    redis: str | aioredis.Redis | None = None,
     redis_prefix: str = "deja:cache:",
     capacity: int = 100_000,
     ttl_seconds: float = 86400.0,
@@ -37,8 +39,9 @@ async def build_cache(
     gate_threshold: float | None = None,
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
 ) -> SemanticCache:
-    """A cache over Redis (when ``redis_url`` is given) or memory; semantic tier when ``semantic`` and an
-    embedder is given, two-stage (static gate first) when ``gate``. Not started: call ``start()``."""
+    """A cache over Redis (``redis``: a URL, or a client with ``decode_responses=False``) or memory (None);
+    semantic tier when ``semantic`` and an embedder is given, two-stage (static gate first) when ``gate``.
+    Not started: call ``start()``."""
     verifier = None
     static = None
     if semantic and embedder is not None:
@@ -46,8 +49,8 @@ async def build_cache(
     dim = static.dim if static is not None else (embedder.dim if semantic and embedder is not None else None)
     ann_dtype = "i8" if static is not None else "f16"  # the gate's vectors tolerate int8; the transformer's not
     store: Any
-    if redis_url:
-        store = RedisStore(redis_url, prefix=redis_prefix, capacity=capacity, dim=dim, ann_dtype=ann_dtype)
+    if redis is not None:
+        store = RedisStore(redis, prefix=redis_prefix, capacity=capacity, dim=dim, ann_dtype=ann_dtype)
     else:
         store = MemoryStore(capacity=capacity, dim=dim, ann_dtype=ann_dtype)
     try:
