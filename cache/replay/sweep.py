@@ -1,0 +1,149 @@
+"""The replay's cheap pass: for one setting (floor, verifier on or off), walk the requests in time order as
+the live cache would and record each decision. Run once per setting; nothing is embedded again.
+
+Per request, as :class:`cache.semantic.SemanticCache` decides: an exact hit when its exact key was stored by
+an earlier miss within the TTL; else, when the semantic tier applies, the ``top_k`` stored candidates best
+first, stopping below the floor, serving the first the verifier accepts; else a miss, which stores the
+request. Hits are not stored (as live). Differences from live, by design: the cache has no capacity limit
+(no LRU eviction), every miss is assumed to get a complete (cacheable) answer, and a candidate list is each
+item's ``depth`` nearest items first seen before it (later repeats of an item do not see newer items).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cache.replay.engine import Prepared, Verdicts
+from cache.replay.pricing import Costs
+from cache.replay.records import Judge
+
+MISS, EXACT, SEMANTIC = 0, 1, 2
+#: Miss reasons besides the verifier's: no stored entry of the scope to compare, the best one below the
+#: floor, or a request the semantic tier does not apply to (not plain text, or too hot a temperature).
+NO_CANDIDATE, BELOW_FLOOR, EXACT_ONLY = "no-candidate", "below-floor", "exact-only"
+
+
+@dataclass(frozen=True)
+class Setting:
+    threshold: float
+    verifier: bool
+
+    @property
+    def name(self) -> str:
+        return f"{'verifier' if self.verifier else 'cosine'}@{self.threshold:.3f}"
+
+
+@dataclass
+class Run:
+    setting: Setting
+    kind: np.ndarray  # (n,) int8: MISS, EXACT, SEMANTIC
+    served: np.ndarray  # (n,) int64: the item whose answer is served, -1 on a miss
+    similarity: np.ndarray  # (n,) float64: of the served entry (1.0 exact), else the best compared; NaN if none
+    score: np.ndarray  # (n,) float64: the verifier's score of the served entry (NaN without one)
+    reason: list[str | None] = field(default_factory=list)  # why a miss missed
+
+
+def simulate(prepared: Prepared, setting: Setting, verdicts: Verdicts | None, *, ttl: float,
+             top_k: int) -> Run:
+    """Every request's decision under ``setting`` (``verdicts`` is required when ``setting.verifier``)."""
+    n = len(prepared.requests)
+    run = Run(setting, np.zeros(n, np.int8), np.full(n, -1, np.int64), np.full(n, np.nan), np.full(n, np.nan),
+              [None] * n)
+    stored = [-math.inf] * prepared.n_items
+    semantic, floor = prepared.items.semantic, setting.threshold
+    for i, request in enumerate(prepared.requests):
+        item, now = prepared.item_of[i], request.ts
+        if now - stored[item] < ttl:
+            run.kind[i], run.served[i], run.similarity[i] = EXACT, item, 1.0
+            continue
+        if not semantic[item]:
+            run.reason[i] = EXACT_ONLY
+        else:
+            hit = _semantic(prepared, run, i, item, stored, now, ttl, top_k, floor,
+                            verdicts if setting.verifier else None)
+            if hit:
+                continue
+        stored[item] = now
+    return run
+
+
+def _semantic(prepared: Prepared, run: Run, i: int, item: int, stored: list[float], now: float, ttl: float,
+              top_k: int, floor: float, verdicts: Verdicts | None) -> bool:
+    compared, rejected = 0, None
+    for candidate, similarity in prepared.candidates[item]:
+        if now - stored[candidate] >= ttl:
+            continue  # never stored, or expired
+        if compared == 0:
+            run.similarity[i] = similarity
+        compared += 1
+        if compared > top_k or similarity < floor:
+            break
+        if verdicts is not None:
+            judgement = verdicts(item, candidate, similarity)
+            if not judgement.accept:
+                rejected = rejected or judgement.reason
+                continue
+            run.score[i] = judgement.score
+        run.kind[i], run.served[i], run.similarity[i] = SEMANTIC, candidate, similarity
+        return True
+    run.reason[i] = rejected or (BELOW_FLOOR if compared else NO_CANDIDATE)
+    return False
+
+
+@dataclass(frozen=True)
+class Judged:
+    right: int
+    wrong: int
+    unjudged: int
+
+    @property
+    def wrong_rate(self) -> float | None:
+        judged = self.right + self.wrong
+        return self.wrong / judged if judged else None
+
+
+def judge_hits(prepared: Prepared, run: Run, judge: Judge) -> tuple[Judged, list[bool | None]]:
+    """Right / wrong / unjudged counts of the semantic hits, and each request's judgement (None elsewhere)."""
+    verdict: list[bool | None] = [None] * len(run.kind)
+    queries, labels = prepared.items.query, prepared.items.label
+    counts: Counter[bool | None] = Counter()
+    for i in np.flatnonzero(run.kind == SEMANTIC):
+        item, served = prepared.item_of[i], int(run.served[i])
+        query, cached = queries[item], queries[served]
+        assert query is not None and cached is not None
+        verdict[i] = judge.right(query, cached, prepared.requests[i].label, labels[served])
+        counts[verdict[i]] += 1
+    return Judged(counts[True], counts[False], counts[None]), verdict
+
+
+def summarize(run: Run, costs: Costs, judged: Judged) -> dict[str, object]:
+    """One row of the report: hit counts, savings and (with labels) the wrong-hit rate."""
+    n = len(run.kind)
+    hits = run.kind != MISS
+    latency = costs.latency_ms[hits]
+    known = ~np.isnan(latency)
+    reasons = Counter(r for r in run.reason if r is not None)
+    return {
+        "setting": run.setting.name,
+        "threshold": run.setting.threshold,
+        "verifier": run.setting.verifier,
+        "requests": n,
+        "hits": int(hits.sum()),
+        "exact": int((run.kind == EXACT).sum()),
+        "semantic": int((run.kind == SEMANTIC).sum()),
+        "hit_rate": float(hits.mean()) if n else 0.0,
+        "tokens_saved": int(costs.tokens[hits].sum()),
+        "usd_saved": float(costs.usd[hits].sum()),
+        "usd_total": float(costs.usd.sum()),
+        "latency_saved_s": float(latency[known].sum()) / 1000.0,
+        "latency_known_hits": int(known.sum()),
+        "right": judged.right,
+        "wrong": judged.wrong,
+        "unjudged": judged.unjudged,
+        "wrong_rate": judged.wrong_rate,
+        "miss_reasons": dict(reasons.most_common()),
+    }
