@@ -6,8 +6,8 @@ The real cache code decides what may match: :func:`cache.scope.build_scope` and 
 user message, temperature at most ``max_semantic_temperature``), the configured embedder (batches of
 ``EMBED_CHUNK`` texts, each distinct text once) and :meth:`cache.verify.Verifier.check`. The live index is
 replaced by one blocked matrix product per scope: an *item* is a distinct exact key, ordered by its first
-request, and its candidates are the ``depth`` most similar items first seen before it. Nothing is written to
-any live cache, and nothing is sent upstream.
+request, and its candidates are the ``depth`` most similar items first seen before it plus the ``depth`` most
+similar of all (for its repeats). Nothing is written to any live cache, and nothing is sent upstream.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def key_requests(requests: Sequence[ReplayRequest], max_semantic_temperature: fl
 async def embed_texts(embedder: Embedder, texts: Sequence[str], progress: Progress = _quiet) -> np.ndarray:
     """(len(texts), dim) float32 from the embedder, in chunks (the embedder batches each chunk)."""
     out = np.empty((len(texts), embedder.dim), dtype=np.float32)
+    progress("embed", 0, len(texts))
     for start in range(0, len(texts), EMBED_CHUNK):
         chunk = texts[start : start + EMBED_CHUNK]
         out[start : start + len(chunk)] = await embedder.embed(list(chunk))
@@ -91,27 +92,41 @@ async def embed_texts(embedder: Embedder, texts: Sequence[str], progress: Progre
     return out
 
 
-def nearest_earlier(vectors: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """For row i, the ``depth`` rows j < i of highest cosine, best first (-1 / -inf pad): (ids, sims)."""
+def _top(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the columns of the ``k`` highest finite values, best first (-1 / -inf pad)."""
+    k = min(k, block.shape[1])
+    if k < block.shape[1]:
+        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+    else:
+        top = np.tile(np.arange(block.shape[1]), (len(block), 1))
+    sims = np.take_along_axis(block, top, axis=1)
+    order = np.argsort(-sims, axis=1, kind="stable")
+    top, sims = np.take_along_axis(top, order, axis=1), np.take_along_axis(sims, order, axis=1)
+    top[~np.isfinite(sims)] = -1
+    return top, sims
+
+
+def neighbours(vectors: np.ndarray, depth: int) -> list[list[tuple[int, float]]]:
+    """For row i: the ``depth`` rows j < i of highest cosine, merged with the ``depth`` best rows j != i of
+    any position, best first. The first list is exact for a row's first request (only earlier rows can be
+    stored then); the second serves its later repeats, which may meet rows first seen since."""
     n = len(vectors)
-    ids = np.full((n, depth), -1, dtype=np.int64)
-    sims = np.full((n, depth), -np.inf, dtype=np.float32)
-    for start in range(1, n, BLOCK):
+    out: list[list[tuple[int, float]]] = []
+    columns = np.arange(n)
+    for start in range(0, n, BLOCK):
         stop = min(n, start + BLOCK)
         rows = np.arange(start, stop)
-        block = vectors[start:stop] @ vectors[:stop].T  # (rows, stop)
-        block[np.arange(stop)[None, :] >= rows[:, None]] = -np.inf  # only items first seen earlier
-        k = min(depth, stop)
-        if k < stop:
-            top = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        else:
-            top = np.tile(np.arange(stop), (len(rows), 1))
-        top_sims = np.take_along_axis(block, top, axis=1)
-        order = np.argsort(-top_sims, axis=1, kind="stable")
-        top, top_sims = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)
-        top[~np.isfinite(top_sims)] = -1
-        ids[start:stop, :k], sims[start:stop, :k] = top, top_sims
-    return ids, sims
+        block = vectors[start:stop] @ vectors.T
+        block[rows - start, rows] = -np.inf  # not itself
+        any_ids, any_sims = _top(block, depth)
+        block[columns[None, :] > rows[:, None]] = -np.inf  # only rows first seen earlier
+        early_ids, early_sims = _top(block, depth)
+        for r in range(stop - start):
+            merged = dict(zip(early_ids[r].tolist(), early_sims[r].tolist(), strict=True))
+            merged.update(zip(any_ids[r].tolist(), any_sims[r].tolist(), strict=True))
+            merged.pop(-1, None)
+            out.append(sorted(merged.items(), key=lambda m: -m[1]))
+    return out
 
 
 async def prepare(
@@ -134,11 +149,11 @@ async def prepare(
     for i in semantic_items:
         by_scope.setdefault(items.scope[i], []).append(i)
     done = 0
+    progress("neighbours", 0, len(semantic_items))
     for members in by_scope.values():
         matrix = vectors[[row_of[items.query[i] or ""] for i in members]]
-        ids, sims = nearest_earlier(matrix, depth)
-        for row, item in enumerate(members):
-            candidates[item] = [(members[j], float(s)) for j, s in zip(ids[row], sims[row], strict=True) if j >= 0]
+        for item, near in zip(members, neighbours(matrix, depth), strict=True):
+            candidates[item] = [(members[j], sim) for j, sim in near]
         done += len(members)
         progress("neighbours", done, len(semantic_items))
     return Prepared(list(requests), item_of, items, candidates, len(texts))

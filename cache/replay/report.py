@@ -54,7 +54,9 @@ def format_table(report: dict[str, Any]) -> str:
     target = report["options"]["target_wrong_rate"]
     if report["labelled"]:
         for mode, value in report["recommended"].items():
-            text = f"{value:.3f}" if value is not None else "none (no threshold keeps it)"
+            judged = any(r["right"] + r["wrong"] for r in report["rows"] if r["verifier"] == (mode == "verifier"))
+            text = f"{value:.3f}" if value is not None else "none (no threshold keeps it)" if judged \
+                else "none (no judged semantic hits)"
             lines.append(f"< {mode}: lowest threshold keeping measured wrong semantic hits <= {target:.0%}: {text}")
     else:
         lines.append("wrong: no labels or judged pairs given (--judged, or a 'label' per request)")

@@ -149,9 +149,11 @@ async def run_replay(requests: Sequence[ReplayRequest], embedder: Embedder, veri
 def _sweep(prep: Prepared, costs: Costs, verdicts: Verdicts, judge: Judge, settings: list[Setting],
            options: ReplayOptions, progress: Progress) -> tuple[list[dict[str, Any]], dict[Setting, Run]]:
     rows, runs = [], {}
+    memo: dict[tuple[str | None, int, int], bool | None] = {}
+    progress("sweep", 0, len(settings))
     for done, setting in enumerate(settings, 1):
         run = simulate(prep, setting, verdicts, ttl=options.ttl_seconds, top_k=options.top_k)
-        judged, _ = judge_hits(prep, run, judge)
+        judged = judge_hits(prep, run, judge, memo)
         rows.append(summarize(run, costs, judged))
         runs[setting] = run
         progress("sweep", done, len(settings))

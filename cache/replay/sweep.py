@@ -5,8 +5,9 @@ Per request, as :class:`cache.semantic.SemanticCache` decides: an exact hit when
 an earlier miss within the TTL; else, when the semantic tier applies, the ``top_k`` stored candidates best
 first, stopping below the floor, serving the first the verifier accepts; else a miss, which stores the
 request. Hits are not stored (as live). Differences from live, by design: the cache has no capacity limit
-(no LRU eviction), every miss is assumed to get a complete (cacheable) answer, and a candidate list is each
-item's ``depth`` nearest items first seen before it (later repeats of an item do not see newer items).
+(no LRU eviction), every miss is assumed to get a complete (cacheable) answer, and the candidates come from
+each item's neighbour list (exact for its first request; a later repeat sees only the ``depth`` nearest of
+all items among those stored since).
 """
 
 from __future__ import annotations
@@ -106,18 +107,19 @@ class Judged:
         return self.wrong / judged if judged else None
 
 
-def judge_hits(prepared: Prepared, run: Run, judge: Judge) -> tuple[Judged, list[bool | None]]:
-    """Right / wrong / unjudged counts of the semantic hits, and each request's judgement (None elsewhere)."""
-    verdict: list[bool | None] = [None] * len(run.kind)
+def judge_hits(prepared: Prepared, run: Run, judge: Judge,
+               memo: dict[tuple[str | None, int, int], bool | None] | None = None) -> Judged:
+    """Right / wrong / unjudged counts of the semantic hits (``memo`` carries judgements across runs)."""
+    memo = {} if memo is None else memo
     queries, labels = prepared.items.query, prepared.items.label
     counts: Counter[bool | None] = Counter()
     for i in np.flatnonzero(run.kind == SEMANTIC):
-        item, served = prepared.item_of[i], int(run.served[i])
-        query, cached = queries[item], queries[served]
-        assert query is not None and cached is not None
-        verdict[i] = judge.right(query, cached, prepared.requests[i].label, labels[served])
-        counts[verdict[i]] += 1
-    return Judged(counts[True], counts[False], counts[None]), verdict
+        item, served, label = prepared.item_of[i], int(run.served[i]), prepared.requests[i].label
+        key = (label, item, served)
+        if key not in memo:
+            memo[key] = judge.right(queries[item] or "", queries[served] or "", label, labels[served])
+        counts[memo[key]] += 1
+    return Judged(counts[True], counts[False], counts[None])
 
 
 def summarize(run: Run, costs: Costs, judged: Judged) -> dict[str, object]:
