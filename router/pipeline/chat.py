@@ -23,6 +23,7 @@ from router.http.sse import SSEWriter, StreamAccumulator, fresh_identity, replay
 from router.pipeline import cache_step
 from router.pipeline.accounting import admit, finish
 from router.pipeline.cache_controls import cache_headers, parse_cache_controls
+from router.pipeline.cache_debug import DEBUG_HEADER, debug_allowed
 from router.pipeline.context import Context
 from router.pipeline.steps import Admission, Call, Compressed, Delivery, Lookup, Meter, Outcome
 
@@ -46,6 +47,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         admission = await admit(ctx, call, completion_budget(ctx, compressed))
         lookup = await cache_step.look_up(ctx, call, compressed.body, controls)
         headers = answer_headers(call, compressed, admission)
+        if debug_allowed(request.headers, call.principal):
+            headers[DEBUG_HEADER] = lookup.explanation.header() if lookup.explanation else f"decision={lookup.label}"
         if lookup.hit:
             response, delivery = await serve_hit(ctx, request, call, compressed, lookup, headers)
             return response

@@ -90,12 +90,17 @@ def _initial(float_type: str, day_type: str, json_type: str) -> str:
     )
 
 
+# 2: why the cache hit or missed, for every lookup (the verifier's reason, below-floor, no-candidate, ...).
+_CACHE_REASON = "ALTER TABLE usage_log ADD COLUMN cache_reason TEXT;"
+
 POSTGRES: list[tuple[int, str]] = [
     (1, _initial("DOUBLE PRECISION", "DATE", "JSONB")),
+    (2, _CACHE_REASON),
 ]
 
 SQLITE: list[tuple[int, str]] = [
     (1, _initial("REAL", "TEXT", "TEXT")),
+    (2, _CACHE_REASON),
 ]
 
 MIGRATIONS_TABLE = (

@@ -48,6 +48,7 @@ class UsageRecord:
     stream: bool
     request_body: str | None = None
     response_body: str | None = None
+    cache_reason: str | None = None  # why the cache hit or missed (router.pipeline.cache_debug), NULL: no lookup
 
 
 USAGE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(UsageRecord))

@@ -21,6 +21,6 @@ async def storage(storage_target: tuple[str, str | None]) -> AsyncIterator[Stora
     url, schema = storage_target
     s = open_storage(url, schema=schema)
     await s.connect()
-    assert await s.migrate() == [1]
+    assert await s.migrate() == [1, 2]
     yield s
     await s.close()
