@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from cache.replay.records import ReplayRequest
 from cache.scope import build_scope, exact_key
@@ -95,10 +96,10 @@ async def embed_texts(embedder: Embedder, texts: Sequence[str], progress: Progre
 def _top(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the columns of the ``k`` highest finite values, best first (-1 / -inf pad)."""
     k = min(k, block.shape[1])
-    if k < block.shape[1]:
-        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
-    else:
-        top = np.tile(np.arange(block.shape[1]), (len(block), 1))
+    if k == 0:
+        return np.zeros((len(block), 0), np.int64), np.zeros((len(block), 0), block.dtype)
+    top = np.argpartition(block, -k, axis=1)[:, -k:] if k < block.shape[1] else \
+        np.tile(np.arange(block.shape[1]), (len(block), 1))
     sims = np.take_along_axis(block, top, axis=1)
     order = np.argsort(-sims, axis=1, kind="stable")
     top, sims = np.take_along_axis(top, order, axis=1), np.take_along_axis(sims, order, axis=1)
@@ -107,25 +108,28 @@ def _top(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def neighbours(vectors: np.ndarray, depth: int) -> list[list[tuple[int, float]]]:
-    """For row i: the ``depth`` rows j < i of highest cosine, merged with the ``depth`` best rows j != i of
-    any position, best first. The first list is exact for a row's first request (only earlier rows can be
-    stored then); the second serves its later repeats, which may meet rows first seen since."""
+    """For row i: the ``depth`` rows j < i of highest cosine and the ``depth`` rows j > i of highest cosine,
+    merged best first. The earlier ones are exact for a row's first request (only rows first seen earlier can
+    be stored then); the later ones serve its repeats, which may meet rows first seen since."""
     n = len(vectors)
     out: list[list[tuple[int, float]]] = []
-    columns = np.arange(n)
     for start in range(0, n, BLOCK):
         stop = min(n, start + BLOCK)
-        rows = np.arange(start, stop)
-        block = vectors[start:stop] @ vectors.T
-        block[rows - start, rows] = -np.inf  # not itself
-        any_ids, any_sims = _top(block, depth)
-        block[columns[None, :] > rows[:, None]] = -np.inf  # only rows first seen earlier
-        early_ids, early_sims = _top(block, depth)
+        with threadpool_limits(limits=1, user_api="blas"):  # on a busy small box, 2x faster than BLAS threads
+            block = vectors[start:stop] @ vectors.T
+        square = block[:, start:stop]  # the rows against themselves: j < i is earlier, j > i later
+        lower = np.tril(np.ones(square.shape, dtype=bool))
+        earlier, later = block[:, :stop].copy(), block[:, start:]
+        earlier[:, start:stop][~np.tril(lower, -1)] = -np.inf
+        square[lower] = -np.inf  # a view into ``later``: only rows first seen after
+        early_ids, early_sims = _top(earlier, depth)
+        late_ids, late_sims = _top(later, depth)
+        late_ids = np.where(late_ids >= 0, late_ids + start, -1)
         for r in range(stop - start):
-            merged = dict(zip(early_ids[r].tolist(), early_sims[r].tolist(), strict=True))
-            merged.update(zip(any_ids[r].tolist(), any_sims[r].tolist(), strict=True))
-            merged.pop(-1, None)
-            out.append(sorted(merged.items(), key=lambda m: -m[1]))
+            merged = [(int(j), float(x)) for j, x in zip(early_ids[r], early_sims[r], strict=True) if j >= 0]
+            merged += [(int(j), float(x)) for j, x in zip(late_ids[r], late_sims[r], strict=True) if j >= 0]
+            merged.sort(key=lambda m: -m[1])
+            out.append(merged)
     return out
 
 
@@ -141,7 +145,8 @@ async def prepare(
     item_of, items = key_requests(requests, max_semantic_temperature)
     progress("keys", len(requests), len(requests))
     semantic_items = [i for i, ok in enumerate(items.semantic) if ok]
-    texts = sorted({q for i in semantic_items if (q := items.query[i]) is not None})
+    # by length: each embedding batch then pads little
+    texts = sorted({q for i in semantic_items if (q := items.query[i]) is not None}, key=lambda t: (len(t), t))
     row_of = {t: r for r, t in enumerate(texts)}
     vectors = await embed_texts(embedder, texts, progress) if texts else np.zeros((0, embedder.dim), np.float32)
     candidates: list[list[tuple[int, float]]] = [[] for _ in items.scope]

@@ -52,47 +52,43 @@ def simulate(prepared: Prepared, setting: Setting, verdicts: Verdicts | None, *,
              top_k: int) -> Run:
     """Every request's decision under ``setting`` (``verdicts`` is required when ``setting.verifier``)."""
     n = len(prepared.requests)
-    run = Run(setting, np.zeros(n, np.int8), np.full(n, -1, np.int64), np.full(n, np.nan), np.full(n, np.nan),
-              [None] * n)
+    kind, served = [MISS] * n, [-1] * n
+    similarity, score = [math.nan] * n, [math.nan] * n
+    reason: list[str | None] = [None] * n
     stored = [-math.inf] * prepared.n_items
-    semantic, floor = prepared.items.semantic, setting.threshold
-    for i, request in enumerate(prepared.requests):
-        item, now = prepared.item_of[i], request.ts
+    semantic, candidates, floor = prepared.items.semantic, prepared.candidates, setting.threshold
+    check = verdicts if setting.verifier else None
+    for i, (request, item) in enumerate(zip(prepared.requests, prepared.item_of, strict=True)):
+        now = request.ts
         if now - stored[item] < ttl:
-            run.kind[i], run.served[i], run.similarity[i] = EXACT, item, 1.0
+            kind[i], served[i], similarity[i] = EXACT, item, 1.0
             continue
         if not semantic[item]:
-            run.reason[i] = EXACT_ONLY
-        else:
-            hit = _semantic(prepared, run, i, item, stored, now, ttl, top_k, floor,
-                            verdicts if setting.verifier else None)
-            if hit:
-                continue
-        stored[item] = now
-    return run
-
-
-def _semantic(prepared: Prepared, run: Run, i: int, item: int, stored: list[float], now: float, ttl: float,
-              top_k: int, floor: float, verdicts: Verdicts | None) -> bool:
-    compared, rejected = 0, None
-    for candidate, similarity in prepared.candidates[item]:
-        if now - stored[candidate] >= ttl:
-            continue  # never stored, or expired
-        if compared == 0:
-            run.similarity[i] = similarity
-        compared += 1
-        if compared > top_k or similarity < floor:
+            reason[i] = EXACT_ONLY
+            stored[item] = now
+            continue
+        compared, rejected = 0, None
+        for candidate, cosine in candidates[item]:
+            if now - stored[candidate] >= ttl:
+                continue  # never stored, or expired
+            if compared == 0:
+                similarity[i] = cosine  # the best candidate compared, as LookupResult.best_similarity
+            compared += 1
+            if compared > top_k or cosine < floor:
+                break
+            if check is not None:
+                judgement = check(item, candidate, cosine)
+                if not judgement.accept:
+                    rejected = rejected or judgement.reason
+                    continue
+                score[i] = judgement.score
+            kind[i], served[i], similarity[i] = SEMANTIC, candidate, cosine
             break
-        if verdicts is not None:
-            judgement = verdicts(item, candidate, similarity)
-            if not judgement.accept:
-                rejected = rejected or judgement.reason
-                continue
-            run.score[i] = judgement.score
-        run.kind[i], run.served[i], run.similarity[i] = SEMANTIC, candidate, similarity
-        return True
-    run.reason[i] = rejected or (BELOW_FLOOR if compared else NO_CANDIDATE)
-    return False
+        if kind[i] == MISS:
+            reason[i] = rejected or (BELOW_FLOOR if compared else NO_CANDIDATE)
+            stored[item] = now
+    return Run(setting, np.array(kind, np.int8), np.array(served, np.int64), np.array(similarity),
+               np.array(score), reason)
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ from tests.unit.cache.replay.helpers import TableEmbedder, ask, at_cosine
 DAY = 86_400.0
 
 
-def test_neighbours_lists_earlier_rows_first_then_any_best_first() -> None:
+def test_neighbours_merge_the_best_earlier_and_the_best_later_rows() -> None:
     vectors = np.eye(4, dtype=np.float32)
     vectors[3] = [0.6, 0.8, 0, 0]
     near = neighbours(vectors, depth=1)
-    assert near[0] == [(3, pytest.approx(0.6))]  # nothing earlier: the best of any position
-    assert near[1] == [(3, pytest.approx(0.8)), (0, 0.0)]  # earlier best (0, cos 0) merged with overall best
+    assert near[0] == [(3, pytest.approx(0.6))]  # nothing earlier: the best later row only
+    assert near[1] == [(3, pytest.approx(0.8)), (0, 0.0)]  # best later (3) and best earlier (0), best first
     assert [j for j, _ in near[3]] == [1]
 
 
