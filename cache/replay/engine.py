@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -71,14 +71,27 @@ class Prepared:
         return len(self.items.scope)
 
 
-def key_requests(requests: Sequence[ReplayRequest], max_semantic_temperature: float) -> tuple[list[int], Items]:
-    """Each request's item (its exact key), with its scope key, query and whether the semantic tier applies."""
+def lossless(body: dict[str, Any]) -> dict[str, Any]:
+    """The body as deja looks it up after its lossless compression pass (unchanged if that refuses it)."""
+    from compression import CompressionError, normalize_messages
+
+    try:
+        return {**body, "messages": normalize_messages(body["messages"])}
+    except (CompressionError, TypeError, ValueError, AttributeError):
+        return body
+
+
+def key_requests(requests: Sequence[ReplayRequest], max_semantic_temperature: float,
+                 normalize: bool = True) -> tuple[list[int], Items]:
+    """Each request's item (its exact key), with its scope key, query and whether the semantic tier applies;
+    ``normalize``: first apply compression's lossless pass, as live lookups do (compression not ``off``)."""
     items, item_of = Items(), []
     for request in requests:
-        scope, query = build_scope(request.body, tenant=request.tenant, namespace=request.namespace)
-        temperature = request_temperature(request.body)
+        body = lossless(request.body) if normalize else request.body
+        scope, query = build_scope(body, tenant=request.tenant, namespace=request.namespace)
+        temperature = request_temperature(body)
         semantic = query is not None and temperature is not None and temperature <= max_semantic_temperature
-        item_of.append(items.add(exact_key(scope, request.body), scope.key, query, semantic, request.label))
+        item_of.append(items.add(exact_key(scope, body), scope.key, query, semantic, request.label))
     return item_of, items
 
 
@@ -139,10 +152,11 @@ async def prepare(
     *,
     depth: int = 10,
     max_semantic_temperature: float = 1.0,
+    normalize: bool = True,
     progress: Progress = _quiet,
 ) -> Prepared:
     """Key, embed and pair every request; the sweep then only reads these tables."""
-    item_of, items = key_requests(requests, max_semantic_temperature)
+    item_of, items = key_requests(requests, max_semantic_temperature, normalize)
     progress("keys", len(requests), len(requests))
     semantic_items = [i for i, ok in enumerate(items.semantic) if ok]
     # by length: each embedding batch then pads little

@@ -31,6 +31,7 @@ class ReplayOptions:
     top_k: int = 5
     depth: int = 10  # nearest earlier items kept per item (>= top_k: some are not stored)
     max_semantic_temperature: float = 1.0
+    normalize: bool = True  # compression's lossless pass before keying, as live unless compression is off
     target_wrong_rate: float = 0.02
     samples_per_band: int = 5
     bands: tuple[float, ...] = DEFAULT_BANDS
@@ -111,7 +112,8 @@ async def run_replay(requests: Sequence[ReplayRequest], embedder: Embedder, veri
     timing: dict[str, float] = {}
     started = time.perf_counter()
     prep = await prepare(requests, embedder, depth=max(options.depth, options.top_k),
-                         max_semantic_temperature=options.max_semantic_temperature, progress=progress)
+                         max_semantic_temperature=options.max_semantic_temperature,
+                         normalize=options.normalize, progress=progress)
     timing["prepare_s"] = time.perf_counter() - started
     mark = time.perf_counter()
     costs = price(prep.requests, price_as=options.price_as)

@@ -115,6 +115,7 @@ async def replay(settings: Settings, args: argparse.Namespace) -> int:
     options = ReplayOptions(thresholds=thresholds(args.thresholds), default_threshold=cache.threshold,
                             ttl_seconds=args.ttl or cache.ttl_seconds, top_k=args.top_k,
                             max_semantic_temperature=cache.max_semantic_temperature,
+                            normalize=settings.deja.compression.default != "off",
                             target_wrong_rate=args.target, samples_per_band=args.samples,
                             price_as=args.price_as, source=source)
     judge = Judge.load(args.judged) if args.judged else None

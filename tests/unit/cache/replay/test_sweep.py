@@ -124,3 +124,12 @@ async def test_costs_use_usage_when_present_else_count_and_price_map() -> None:
     assert costs.usd[1] == 0.5 and costs.latency_ms[1] == 700.0 and np.isnan(costs.latency_ms[0])
     assert costs.counted == 2 and costs.prompt_tokens[1] > 3
     assert costs.unpriced == {"no-such-model-xyz"} and costs.usd[2] == 0.0
+
+
+async def test_lossless_pass_makes_spacing_variants_exact_as_live() -> None:
+    table = {"How do I boil an egg?": at_cosine(1.0), "How  do I boil an egg?  ": at_cosine(1.0)}
+    requests = [ask("How do I boil an egg?", 0), ask("How  do I boil an egg?  ", 1)]
+    normalized = await prepare(requests, TableEmbedder(table))
+    raw = await prepare(requests, TableEmbedder(table), normalize=False)
+    assert simulate(normalized, Setting(0.9, False), None, ttl=DAY, top_k=5).kind.tolist() == [MISS, EXACT]
+    assert simulate(raw, Setting(0.9, False), None, ttl=DAY, top_k=5).kind.tolist() == [MISS, SEMANTIC]
