@@ -106,11 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_QQP)
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="10,000 requests")
-    parser.add_argument("--threads", type=int, default=None, help="embedder threads (default: deja's default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="embedder threads (default: as `deja cache replay`, one per core up to 4)")
     parser.add_argument("--out", type=Path, default=RESULTS / "replay_speed.json")
     args = parser.parse_args(argv)
     if args.quick:
         args.requests = 10_000
+    if args.threads is None:
+        from router.cli.replay import batch_threads
+
+        args.threads = batch_threads()
     from benchmarks import make_replay_file
 
     load_before = os.getloadavg()[0]

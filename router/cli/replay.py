@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -35,11 +36,17 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--ttl", type=float, help="entry lifetime in seconds (default: deja.cache.ttl_seconds)")
     p.add_argument("--price-as", help="price every request as this LiteLLM model")
     p.add_argument("--samples", type=int, default=5, help="would-be hits shown per similarity band")
-    p.add_argument("--embedding-threads", type=int, help="ONNX/torch threads (default: the config's)")
+    p.add_argument("--embedding-threads", type=int,
+                   help="ONNX/torch threads (default: deja.cache.embedding_threads, else one per core up to 4: "
+                        "a batch job, unlike the server, has no event loop to leave room for)")
     p.add_argument("--json", dest="json_path", help="write the full report as JSON here")
     p.add_argument("--html", dest="html_path", help="write a self-contained HTML report here")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--config", "-c", dest="config_sub", help="YAML config file")
+
+
+def batch_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def thresholds(spec: str) -> tuple[float, ...]:
@@ -120,7 +127,7 @@ async def replay(settings: Settings, args: argparse.Namespace) -> int:
                             price_as=args.price_as, source=source)
     judge = Judge.load(args.judged) if args.judged else None
     embedder = await create_embedder(cache.embedding_model, backend=cache.embedding_backend,
-                                     threads=args.embedding_threads or cache.embedding_threads)
+                                     threads=args.embedding_threads or cache.embedding_threads or batch_threads())
     try:
         report = await run_replay(requests, embedder, Verifier.load_default(), judge=judge, options=options,
                                   read=read, progress=(lambda *a: None) if args.quiet else ProgressBar())
