@@ -121,10 +121,10 @@ async def run_replay(requests: Sequence[ReplayRequest], embedder: Embedder, veri
     default = options.default_threshold
     default = float(verifier.default_min_similarity) if default is None else default
     verdicts = Verdicts(prep, verifier)
-    rows, runs = _sweep(prep, costs, verdicts, judge, _settings(options, default), options, progress)
+    settings = _settings(options, default)
+    low, cosine_low = Setting(settings[0].threshold, True), Setting(settings[0].threshold, False)
+    rows, runs = _sweep(prep, costs, verdicts, judge, settings, {low, cosine_low}, options, progress)
     timing["sweep_s"] = time.perf_counter() - mark - timing["price_s"]
-    low = min(runs, key=lambda s: (s.threshold, not s.verifier))
-    cosine_low = Setting(low.threshold, False)
     report = {
         "source": options.source,
         "read": {"inputs": read.read if read else len(requests), "skipped": dict(read.skipped) if read else {}},
@@ -149,7 +149,9 @@ async def run_replay(requests: Sequence[ReplayRequest], embedder: Embedder, veri
 
 
 def _sweep(prep: Prepared, costs: Costs, verdicts: Verdicts, judge: Judge, settings: list[Setting],
-           options: ReplayOptions, progress: Progress) -> tuple[list[dict[str, Any]], dict[Setting, Run]]:
+           keep: set[Setting], options: ReplayOptions,
+           progress: Progress) -> tuple[list[dict[str, Any]], dict[Setting, Run]]:
+    """A report row per setting; the runs of ``keep`` are returned too (the samples read them)."""
     rows, runs = [], {}
     memo: dict[tuple[str | None, int, int], bool | None] = {}
     progress("sweep", 0, len(settings))
@@ -157,7 +159,8 @@ def _sweep(prep: Prepared, costs: Costs, verdicts: Verdicts, judge: Judge, setti
         run = simulate(prep, setting, verdicts, ttl=options.ttl_seconds, top_k=options.top_k)
         judged = judge_hits(prep, run, judge, memo)
         rows.append(summarize(run, costs, judged))
-        runs[setting] = run
+        if setting in keep:
+            runs[setting] = run
         progress("sweep", done, len(settings))
     return rows, runs
 
