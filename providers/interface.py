@@ -32,7 +32,19 @@ class Provider(Protocol):
         """The model groups a client may name, sorted."""
         ...
 
-    def has_model(self, name: str) -> bool: ...
+    def has_model(self, name: str) -> bool:
+        """A group, an alias (``model_group_alias``) or a name a wildcard deployment serves."""
+        ...
+
+    def resolve(self, name: str) -> str:
+        """The model group ``name`` is served as: an alias's target, else ``name`` itself. Its cache scope."""
+        ...
+
+    def listed_models(self) -> Sequence[str]:
+        """What ``/v1/models`` lists: the groups and the visible aliases (never a wildcard pattern), sorted."""
+        ...
+
+    def supports_embeddings(self, name: str) -> bool: ...
 
     def check_model(self, name: str) -> None:
         """Raise ``UnknownModelError`` for a model group that does not exist."""
@@ -54,6 +66,22 @@ class Provider(Protocol):
         ...
 
     async def embed(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]: ...
+
+    async def respond(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+        """The Responses API (``POST /v1/responses``): a ``response`` object."""
+        ...
+
+    def respond_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
+        """The Responses API's events (each a dict with its ``type``), as ``stream``."""
+        ...
+
+    async def complete_text(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+        """The legacy Completions API (``POST /v1/completions``): a ``text_completion``."""
+        ...
+
+    def complete_text_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
+        """``text_completion`` chunks; the usage, when known, last, on a chunk with no choice."""
+        ...
 
     async def ping(self) -> dict[str, bool]:
         """Reachability per deployment."""

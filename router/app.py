@@ -19,14 +19,14 @@ from router.http import openai as openai_routes
 from router.http.middleware import request_middleware
 from router.ops import status
 from router.ops.metrics import Metrics
-from router.pipeline import chat
+from router.pipeline import chat, completions, responses
 from router.resources import (
     background_ctx,
     cache_ctx,
     limits_ctx,
     pipeline_ctx,
     provider_ctx,
-    redis_health_ctx,
+    redis_ctx,
     storage_ctx,
 )
 
@@ -47,11 +47,15 @@ def create_app(settings: Settings, *, embedder: Any = None, db_schema: str | Non
         app[DB_SCHEMA] = db_schema
     if provider is not None:
         app[PROVIDER_OVERRIDE] = provider
-    app.cleanup_ctx.extend([storage_ctx, provider_ctx, cache_ctx, limits_ctx, redis_health_ctx, background_ctx,
+    app.cleanup_ctx.extend([storage_ctx, provider_ctx, redis_ctx, cache_ctx, limits_ctx, background_ctx,
                             pipeline_ctx])
     r = app.router
     r.add_post("/v1/chat/completions", chat.chat_completions)
     r.add_post("/chat/completions", chat.chat_completions)
+    r.add_post("/v1/responses", responses.responses)
+    r.add_post("/responses", responses.responses)
+    r.add_post("/v1/completions", completions.completions)
+    r.add_post("/completions", completions.completions)
     r.add_post("/v1/embeddings", openai_routes.embeddings)
     r.add_post("/embeddings", openai_routes.embeddings)
     r.add_get("/v1/models", openai_routes.list_models)

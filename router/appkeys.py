@@ -14,6 +14,8 @@ from router.ops.metrics import Metrics
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    import redis.asyncio as aioredis
+
     from cache import SemanticCache
     from cache.embedder import Embedder
     from providers.interface import Provider
@@ -34,6 +36,7 @@ STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 USAGE: web.AppKey[UsageWriter | None] = web.AppKey("usage")
 BACKGROUND: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("background")  # post-response work, drained at shutdown
 RECENT_ERRORS: web.AppKey[RecentErrors] = web.AppKey("recent_errors")
+REDIS: web.AppKey[aioredis.Redis | None] = web.AppKey("redis")  # the one shared client, when configured
 REDIS_PING: web.AppKey[Callable[[], Awaitable[bool]]] = web.AppKey("redis_ping")  # when Redis is configured
 PROVIDER_OVERRIDE: web.AppKey[Provider] = web.AppKey("provider_override")  # an in-process provider (tests)
 EMBEDDER_OVERRIDE = web.AppKey("embedder_override", object)  # a ready Embedder to share (tests, benchmarks)

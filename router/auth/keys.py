@@ -192,8 +192,9 @@ class Authenticator:
             raise PermissionDeniedError("This operation requires the master key.", code="master_key_required")
         return principal
 
-    def check_model(self, principal: Principal, model: str) -> None:
-        if not principal.may_use(model):
+    def check_model(self, principal: Principal, model: str, resolved: str | None = None) -> None:
+        """``resolved``: the group an alias names; as in LiteLLM, either name in ``allowed_models`` admits it."""
+        if not principal.may_use(model) and (resolved is None or not principal.may_use(resolved)):
             raise PermissionDeniedError(f"This API key may not use the model '{model}'.", param="model")
 
     def invalidate(self, secret_hash: str | None = None) -> None:

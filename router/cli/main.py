@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -86,10 +86,9 @@ def _key_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _with_storage(settings: Settings, work: Callable[[Any], Awaitable[int]], *, migrate: bool = True) -> int:
-    from router.resources import _sqlite_dir
-    from router.storage import open_storage
+    from router.storage import open_storage, prepare_sqlite_dir
 
-    _sqlite_dir(settings.deja.database_url)
+    prepare_sqlite_dir(settings.deja.database_url)
     storage = open_storage(settings.deja.database_url, schema=settings.deja.database_schema)
     await storage.connect()
     try:
@@ -146,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         from router.ops.logs import setup_logging
 
         setup_logging(settings.deja.log_level, settings.deja.log_format)
+        for warning in settings.config_warnings:
+            logging.getLogger("deja.config").warning(warning)
         if args.command == "serve":
             host = args.host or settings.deja.host
             port = args.port if args.port is not None else settings.deja.port
@@ -178,8 +179,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deja: cannot start: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # a backend or a shipped file that cannot be used: one clear line, details in debug
-        import logging
-
         logging.getLogger("deja").debug("start-up failed", exc_info=True)
         print(f"deja: cannot start: {type(exc).__name__}: {exc} (log_level: debug shows the details)",
               file=sys.stderr)

@@ -70,12 +70,11 @@ def thresholds(spec: str) -> tuple[float, ...]:
 async def usage_rows(settings: Settings, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Usage rows with their stored bodies, newest first (paged), at most ``--limit``."""
     from router.http.admin import _time
-    from router.resources import _sqlite_dir
-    from router.storage import UsageFilter, open_storage
+    from router.storage import UsageFilter, open_storage, prepare_sqlite_dir
 
     f = UsageFilter(since=_time(args.since, "since"), until=_time(args.until, "until"), tenant=args.tenant,
                     key_id=args.key, model=args.model)
-    _sqlite_dir(settings.deja.database_url)
+    prepare_sqlite_dir(settings.deja.database_url)
     storage = open_storage(settings.deja.database_url, schema=settings.deja.database_schema)
     await storage.connect()
     rows: list[dict[str, Any]] = []

@@ -27,6 +27,9 @@ async def embeddings(request: web.Request) -> web.Response:
     body = await read_json(request, ctx.settings.max_body_bytes)
     validate(EmbeddingRequest, body)
     call = await accept(ctx, request, body, route="embeddings", request_body=None)
+    if not ctx.provider.supports_embeddings(call.model):
+        raise err.BadRequestError(f"model {call.model} does not support embeddings", param="model",
+                                  code="model_not_supported")
     meter = Meter(call.started)
     admission = error = None
     try:
@@ -61,14 +64,16 @@ def _model_card(name: str) -> dict[str, Any]:
 
 async def list_models(request: web.Request) -> web.Response:
     principal = await request.app[AUTH].authenticate(request.headers)
-    names = [m for m in request.app[PROVIDER].groups if principal.may_use(m)]
+    provider = request.app[PROVIDER]
+    names = [m for m in provider.listed_models() if principal.may_use(m) or principal.may_use(provider.resolve(m))]
     return web.json_response({"object": "list", "data": [_model_card(m) for m in names]})
 
 
 async def get_model(request: web.Request) -> web.Response:
     principal = await request.app[AUTH].authenticate(request.headers)
     name = request.match_info["model"]
-    if not request.app[PROVIDER].has_model(name) or not principal.may_use(name):
+    provider = request.app[PROVIDER]
+    if not provider.has_model(name) or not (principal.may_use(name) or principal.may_use(provider.resolve(name))):
         raise err.NotFoundError(f"The model `{name}` does not exist or you do not have access to it.",
                                 param="model")
     return web.json_response(_model_card(name))

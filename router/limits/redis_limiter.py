@@ -27,9 +27,6 @@ from collections.abc import Callable
 from typing import Literal
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from router.auth.keys import Limits
@@ -173,7 +170,7 @@ class SpendLoaderFailed(Exception):
 class RedisLimiter:
     def __init__(
         self,
-        redis_url: str,
+        redis_url_or_client: str | aioredis.Redis,
         *,
         prefix: str,
         failure_mode: Literal["closed", "open"] = "closed",
@@ -186,17 +183,14 @@ class RedisLimiter:
     ) -> None:
         if failure_mode not in ("closed", "open"):
             raise ValueError(f"failure_mode must be 'closed' or 'open', not {failure_mode!r}")
-        # A bounded pool: a burst queues for a connection (at most pool_timeout) instead of opening hundreds
-        # of connections at once, whose handshakes on a busy event loop would themselves hit `timeout`.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url,
-            max_connections=max_connections,
-            timeout=pool_timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),  # one reconnect, no wait
-        )
-        self._redis = aioredis.Redis.from_pool(pool)
+        self._own_client = isinstance(redis_url_or_client, str)
+        if isinstance(redis_url_or_client, str):
+            from router.redis_pool import bounded_client
+
+            self._redis = bounded_client(redis_url_or_client, max_connections=max_connections, timeout=timeout,
+                                         pool_timeout=pool_timeout)
+        else:  # a shared client (the app's one pool): closed by its owner
+            self._redis = redis_url_or_client
         self._admit_script = self._redis.register_script(ADMIT_LUA)
         self._settle_script = self._redis.register_script(SETTLE_LUA)
         self._prefix = prefix
@@ -264,7 +258,8 @@ class RedisLimiter:
         self._mark_healthy()
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        if self._own_client:
+            await self._redis.aclose()
 
     def _now(self) -> float:
         return time.time() if self._clock is None else self._clock()

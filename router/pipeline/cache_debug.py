@@ -9,8 +9,8 @@ everyone is the anonymous principal); anyone else's header is ignored.
 ``reason``: ``exact-match``; on a semantic hit the verifier's reason (``ok``, ``identical``), else ``accepted``;
 on a miss ``below-floor`` (the best candidate is under the floor), the verifier's refusal (``classifier`` or
 a hard rule: ``number-mismatch``, ``name-mismatch``, ``negation-mismatch``), ``no-candidate`` (nothing of the
-request's scope is cached) or ``not-semantic`` (not a plain-text user message, or too high a temperature:
-exact tier only).
+request's scope is cached), ``not-semantic`` (not a plain-text user message, or too high a temperature:
+exact tier only) or ``max-age`` (an entry was found, older than the request's cache ``max-age``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from cache import LookupResult
     from router.auth.keys import Principal
+    from router.pipeline.steps import Lookup
 
 DEBUG_HEADER = "X-Deja-Cache-Debug"
-NO_CANDIDATE, NOT_SEMANTIC, BELOW_FLOOR = "no-candidate", "not-semantic", "below-floor"
+NO_CANDIDATE, NOT_SEMANTIC, BELOW_FLOOR, MAX_AGE = "no-candidate", "not-semantic", "below-floor", "max-age"
 #: The label values of ``deja_cache_rejections_total``; any other reason is counted as "other".
 REJECTION_REASONS = frozenset({BELOW_FLOOR, NO_CANDIDATE, "classifier", "number-mismatch", "name-mismatch",
                                "negation-mismatch"})
@@ -52,7 +53,7 @@ class Explanation:
     @property
     def rejected(self) -> bool:
         """A semantic lookup that served nothing."""
-        return self.decision == "miss" and self.reason != NOT_SEMANTIC
+        return self.decision == "miss" and self.reason not in (NOT_SEMANTIC, MAX_AGE)
 
     def header(self) -> str:
         parts = [f"decision={self.decision}", f"reason={self.reason}"]
@@ -83,8 +84,20 @@ def explain(result: LookupResult, *, floor: float, semantic: bool) -> Explanatio
     return Explanation("miss", str(reason), result.best_similarity, floor, score, result.candidates, stage)
 
 
+def too_old(result: LookupResult) -> Explanation:
+    """An entry was found but is older than the client accepts (the request's cache ``max-age``)."""
+    return Explanation("miss", MAX_AGE, result.similarity, None, candidates=result.candidates)
+
+
 def metric_reason(reason: str) -> str:
     return reason if reason in REJECTION_REASONS else "other"
+
+
+def debug_headers(headers: Mapping[str, str], principal: Principal, lookup: Lookup) -> dict[str, str]:
+    """``{X-Deja-Cache-Debug: ...}`` for an answer when the client asked for it and may have it, else ``{}``."""
+    if not debug_allowed(headers, principal):
+        return {}
+    return {DEBUG_HEADER: lookup.explanation.header() if lookup.explanation else f"decision={lookup.label}"}
 
 
 def debug_allowed(headers: Mapping[str, str], principal: Principal) -> bool:

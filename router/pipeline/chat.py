@@ -22,8 +22,9 @@ from router.http.parsing import ChatRequest, read_json, validate
 from router.http.sse import SSEWriter, StreamAccumulator, fresh_identity, replay_chunks
 from router.pipeline import cache_step
 from router.pipeline.accounting import admit, finish
+from router.pipeline.body_cache import with_body_cache
 from router.pipeline.cache_controls import cache_headers, parse_cache_controls
-from router.pipeline.cache_debug import DEBUG_HEADER, debug_allowed
+from router.pipeline.cache_debug import debug_headers
 from router.pipeline.context import Context
 from router.pipeline.steps import Admission, Call, Compressed, Delivery, Lookup, Meter, Outcome
 
@@ -35,7 +36,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_json(request, ctx.settings.max_body_bytes)
     validate(ChatRequest, body)
     call = await accept(ctx, request, body, route="chat", request_body=body.get("messages"))
-    controls = parse_cache_controls(request.headers)
+    controls = with_body_cache(parse_cache_controls(request.headers), body)
     compressed: Compressed | None = None
     admission: Admission | None = None
     lookup: Lookup | None = None
@@ -46,9 +47,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         compressed = await compress_step(ctx, request, call, body)
         admission = await admit(ctx, call, completion_budget(ctx, compressed))
         lookup = await cache_step.look_up(ctx, call, compressed.body, controls)
-        headers = answer_headers(call, compressed, admission)
-        if debug_allowed(request.headers, call.principal):
-            headers[DEBUG_HEADER] = lookup.explanation.header() if lookup.explanation else f"decision={lookup.label}"
+        headers = answer_headers(call, compressed, admission) | debug_headers(request.headers, call.principal, lookup)
         if lookup.hit:
             response, delivery = await serve_hit(ctx, request, call, compressed, lookup, headers)
             return response
@@ -77,14 +76,14 @@ async def accept(ctx: Context, request: web.Request, body: dict[str, Any], *, ro
     model = body["model"]
     ctx.provider.check_model(model)
     request[MODEL_LABEL] = model
-    ctx.auth.check_model(principal, model)
+    ctx.auth.check_model(principal, model, ctx.provider.resolve(model))
     user = body.get("user")
     return Call(request_id=request[REQUEST_ID], route=route, principal=principal, model=model,
                 stream=bool(body.get("stream")), end_user=user if isinstance(user, str) else None,
                 request_body=request_body)
 
 
-def _level(ctx: Context, request: web.Request, call: Call) -> Level:
+def level_for(ctx: Context, request: web.Request, call: Call) -> Level:
     """The header wins, then the key's ``metadata.compression``, then the model group's, then the default."""
     compression = ctx.settings.compression
     default = parse_level(compression.per_model.get(call.model, compression.default), Level.LOSSLESS)
@@ -104,7 +103,7 @@ async def compress_step(ctx: Context, request: web.Request, call: Call, body: di
     options = CompressionOptions(auto_min_tokens=settings.auto_min_tokens, auto_ratio=settings.auto_ratio,
                                  auto_scorer=settings.auto_scorer)
     embed = ctx.embedder.embed if ctx.embedder is not None else None
-    messages, report = await compress(body["messages"], level=_level(ctx, request, call), model=call.model,
+    messages, report = await compress(body["messages"], level=level_for(ctx, request, call), model=call.model,
                                       embed=embed, options=options)
     sent = body if messages is body["messages"] else {**body, "messages": messages}
     saved = max(0, report.tokens_original - report.tokens_sent)
