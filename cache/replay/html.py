@@ -8,22 +8,19 @@ from string import Template
 from typing import Any
 
 from cache.replay.report import COLUMNS, table_rows
+from cache.replay.runner import modes
 from cache.replay.svg import Series, line_chart
 
 TEMPLATE = Path(__file__).resolve().parent / "report.html"
-COLORS = {"verifier": "#1f6feb", "cosine": "#d9822b"}
-
-
-def _mode_rows(report: dict[str, Any], verifier: bool) -> list[dict[str, Any]]:
-    return sorted((r for r in report["rows"] if r["verifier"] == verifier), key=lambda r: r["threshold"])
+COLORS = ("#1f6feb", "#d9822b", "#2e8b57", "#8e44ad", "#7f8c8d", "#c0392b")
 
 
 def _series(report: dict[str, Any], field: str) -> list[Series]:
     out = []
-    for mode, verifier in (("verifier", True), ("cosine", False)):
-        rows = _mode_rows(report, verifier)
-        out.append(Series(f"{mode}" if verifier else "cosine only", COLORS[mode], [r["threshold"] for r in rows],
-                          [r[field] for r in rows]))
+    for n, mode in enumerate(modes(report["rows"])):
+        rows = sorted((r for r in report["rows"] if r["mode"] == mode), key=lambda r: r["threshold"])
+        out.append(Series("cosine only" if mode == "cosine" else mode, COLORS[n % len(COLORS)],
+                          [r["threshold"] for r in rows], [r[field] for r in rows]))
     return out
 
 
@@ -73,7 +70,7 @@ def _sample_rows(report: dict[str, Any]) -> str:
 
 def live_row(report: dict[str, Any]) -> dict[str, Any]:
     default = report["default"]["threshold"]
-    return next(r for r in report["rows"] if r["verifier"] and r["threshold"] == default)
+    return next(r for r in report["rows"] if r["mode"] == "verifier" and r["threshold"] == default)
 
 
 def render(report: dict[str, Any]) -> str:

@@ -29,8 +29,8 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     default, recommended = report["default"]["threshold"], report["recommended"]
     rows = []
     for row in report["rows"]:
-        mode = "verifier" if row["verifier"] else "cosine"
-        mark = "*" if row["verifier"] and row["threshold"] == default else ""
+        mode = row["mode"]
+        mark = "*" if mode == "verifier" and row["threshold"] == default else ""
         mark += "<" if recommended.get(mode) == row["threshold"] else ""
         rows.append([mark, mode, f"{row['threshold']:.3f}", _pct(row["hit_rate"]), str(row["exact"]),
                      str(row["semantic"]), _pct(row["wrong_rate"]), f"{row['tokens_saved']:,}",
@@ -54,7 +54,7 @@ def format_table(report: dict[str, Any]) -> str:
     target = report["options"]["target_wrong_rate"]
     if report["labelled"]:
         for mode, value in report["recommended"].items():
-            judged = any(r["right"] + r["wrong"] for r in report["rows"] if r["verifier"] == (mode == "verifier"))
+            judged = any(r["right"] + r["wrong"] for r in report["rows"] if r["mode"] == mode)
             text = f"{value:.3f}" if value is not None else "none (no threshold keeps it)" if judged \
                 else "none (no judged semantic hits)"
             lines.append(f"< {mode}: lowest threshold keeping measured wrong semantic hits <= {target:.0%}: {text}")

@@ -36,19 +36,26 @@ class ReplayOptions:
     samples_per_band: int = 5
     bands: tuple[float, ...] = DEFAULT_BANDS
     price_as: str | None = None
+    cutoffs: tuple[float, ...] = ()  # other classifier cutoffs to try, each a mode of its own
     seed: int = 17
     source: dict[str, Any] = field(default_factory=dict)
 
 
 def _settings(options: ReplayOptions, default: float) -> list[Setting]:
     thresholds = sorted({round(t, 4) for t in (*options.thresholds, default)})
-    return [Setting(t, verifier) for verifier in (True, False) for t in thresholds]
+    modes = [(True, None), (False, None), *((True, c) for c in options.cutoffs)]
+    return [Setting(t, verifier, cutoff) for verifier, cutoff in modes for t in thresholds]
 
 
-def recommend(rows: Sequence[dict[str, Any]], verifier: bool, target: float) -> float | None:
+def modes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The modes of the rows, in the order they first appear."""
+    return list(dict.fromkeys(r["mode"] for r in rows))
+
+
+def recommend(rows: Sequence[dict[str, Any]], mode: str, target: float) -> float | None:
     """The lowest threshold whose measured wrong-hit rate, and every higher threshold's, stays within
     ``target``; None without judged hits. Only semantic hits are judged (exact hits are the same request)."""
-    ordered = sorted((r for r in rows if r["verifier"] == verifier), key=lambda r: -r["threshold"])
+    ordered = sorted((r for r in rows if r["mode"] == mode), key=lambda r: -r["threshold"])
     best = None
     for row in ordered:
         if row["wrong_rate"] is None:
@@ -134,11 +141,11 @@ async def run_replay(requests: Sequence[ReplayRequest], embedder: Embedder, veri
         "verifier_checks": verdicts.checked,
         "options": {"ttl_seconds": options.ttl_seconds, "top_k": options.top_k,
                     "max_semantic_temperature": options.max_semantic_temperature,
-                    "target_wrong_rate": options.target_wrong_rate, "price_as": options.price_as},
+                    "target_wrong_rate": options.target_wrong_rate, "price_as": options.price_as,
+                    "cutoff": float(verifier.params.cutoff), "cutoffs": list(options.cutoffs)},
         "default": {"threshold": default, "verifier": True},
         "rows": rows,
-        "recommended": {"verifier": recommend(rows, True, options.target_wrong_rate),
-                        "cosine": recommend(rows, False, options.target_wrong_rate)},
+        "recommended": {mode: recommend(rows, mode, options.target_wrong_rate) for mode in modes(rows)},
         "labelled": any(r["right"] or r["wrong"] for r in rows),
         "samples": samples(prep, runs[low], runs[cosine_low], verdicts, judge, options),
         "costs": _cost_notes(costs),

@@ -60,7 +60,7 @@ def line_chart(ident: str, title: str, series: Sequence[Series], *, x_label: str
                  f'text-anchor="middle">{escape(y_label)}</text>')
     for n, s in enumerate(series):
         parts.extend(_series(s, px, py, y_format))
-        parts.append(f'<text x="{LEFT + 8 + 150 * n}" y="32" fill="{s.color}" class="legend">'
+        parts.append(f'<text x="{LEFT + 8 + 125 * (n % 4)}" y="{28 + 12 * (n // 4)}" fill="{s.color}" class="legend">'
                      f'{"- - " if s.dashed else "— "}{escape(s.name)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)

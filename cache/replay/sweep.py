@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cache.replay.engine import Prepared, Verdicts
+from cache.replay.engine import Judgement, Prepared, Verdicts
 from cache.replay.pricing import Costs
 from cache.replay.records import Judge
 
@@ -32,10 +32,25 @@ NO_CANDIDATE, BELOW_FLOOR, EXACT_ONLY = "no-candidate", "below-floor", "exact-on
 class Setting:
     threshold: float
     verifier: bool
+    cutoff: float | None = None  # the verifier's classifier cutoff; None: the shipped one
+
+    @property
+    def mode(self) -> str:
+        """``verifier``, ``cosine``, or ``verifier c=0.60`` for another classifier cutoff."""
+        if not self.verifier:
+            return "cosine"
+        return "verifier" if self.cutoff is None else f"verifier c={self.cutoff:.2f}"
 
     @property
     def name(self) -> str:
-        return f"{'verifier' if self.verifier else 'cosine'}@{self.threshold:.3f}"
+        return f"{self.mode}@{self.threshold:.3f}"
+
+
+def accepts(judgement: Judgement, cutoff: float | None) -> bool:
+    """The verifier's verdict, or the same with another classifier cutoff (hard rules and 'identical' hold)."""
+    if cutoff is None or judgement.reason not in ("ok", "classifier"):
+        return judgement.accept
+    return judgement.score >= cutoff
 
 
 @dataclass
@@ -57,7 +72,7 @@ def simulate(prepared: Prepared, setting: Setting, verdicts: Verdicts | None, *,
     reason: list[str | None] = [None] * n
     stored = [-math.inf] * prepared.n_items
     semantic, candidates, floor = prepared.items.semantic, prepared.candidates, setting.threshold
-    check = verdicts if setting.verifier else None
+    check, cutoff = (verdicts if setting.verifier else None), setting.cutoff
     for i, (request, item) in enumerate(zip(prepared.requests, prepared.item_of, strict=True)):
         now = request.ts
         if now - stored[item] < ttl:
@@ -78,7 +93,7 @@ def simulate(prepared: Prepared, setting: Setting, verdicts: Verdicts | None, *,
                 break
             if check is not None:
                 judgement = check(item, candidate, cosine)
-                if not judgement.accept:
+                if not accepts(judgement, cutoff):
                     rejected = rejected or judgement.reason
                     continue
                 score[i] = judgement.score
@@ -129,6 +144,7 @@ def summarize(run: Run, costs: Costs, judged: Judged) -> dict[str, object]:
         "setting": run.setting.name,
         "threshold": run.setting.threshold,
         "verifier": run.setting.verifier,
+        "mode": run.setting.mode,
         "requests": n,
         "hits": int(hits.sum()),
         "exact": int((run.kind == EXACT).sum()),

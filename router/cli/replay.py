@@ -31,6 +31,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--judged", help="JSONL of judged pairs {text_a, text_b, label} to measure wrong hits")
     p.add_argument("--thresholds", default="0.80:0.99:0.01",
                    help="LOW:HIGH:STEP or a comma list (default 0.80:0.99:0.01)")
+    p.add_argument("--cutoffs", default="",
+                   help="other verifier classifier cutoffs to try, comma-separated (the shipped one always runs)")
     p.add_argument("--target", type=float, default=0.02, help="wrong-hit rate to stay under (default 0.02)")
     p.add_argument("--top-k", type=int, default=5, help="candidates compared per lookup, as live (default 5)")
     p.add_argument("--ttl", type=float, help="entry lifetime in seconds (default: deja.cache.ttl_seconds)")
@@ -47,6 +49,17 @@ def add_parser(sub: Any) -> None:
 
 def batch_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def cutoffs(spec: str) -> tuple[float, ...]:
+    """``0.6,0.8``: classifier cutoffs between 0 and 1."""
+    try:
+        values = tuple(float(x) for x in spec.split(",") if x.strip())
+    except ValueError as exc:
+        raise ValueError(f"--cutoffs must be a comma list of numbers, got {spec!r}") from exc
+    if any(not 0.0 <= v <= 1.0 for v in values):
+        raise ValueError(f"--cutoffs must lie in 0..1, got {spec!r}")
+    return values
 
 
 def thresholds(spec: str) -> tuple[float, ...]:
@@ -123,7 +136,7 @@ async def replay(settings: Settings, args: argparse.Namespace) -> int:
                             max_semantic_temperature=cache.max_semantic_temperature,
                             normalize=settings.deja.compression.default != "off",
                             target_wrong_rate=args.target, samples_per_band=args.samples,
-                            price_as=args.price_as, source=source)
+                            price_as=args.price_as, source=source, cutoffs=cutoffs(args.cutoffs))
     judge = Judge.load(args.judged) if args.judged else None
     embedder = await create_embedder(cache.embedding_model, backend=cache.embedding_backend,
                                      threads=args.embedding_threads or cache.embedding_threads or batch_threads())

@@ -118,17 +118,17 @@ async def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     html = tmp_path / "replay.html"
     thresholds = "0.80:0.99:0.01"
     code, _, stderr = await replay_cli(str(_labelled(tmp_path / "t.jsonl")), "--html", str(html), "-q",
-                                       "--thresholds", thresholds)
+                                       "--thresholds", thresholds, "--cutoffs", "0.5")
     assert code == 0, stderr
     dom = await run_chromium(tmp_path, "--dump-dom", html.as_uri())
     page = ById()
     page.feed(dom)
     charts, series, drawn = page.text["render-check"].split(", ")
-    assert (charts, series) == ("3 charts", "7 series")  # hit rate, wrong rate (+ target line), savings
+    assert (charts, series) == ("3 charts", "10 series")  # 3 modes: hit rate, wrong rate (+ target), savings
     assert int(drawn.split()[0]) > 1000  # the browser laid the lines out
     assert "%" in page.text["live-hit-rate"] and page.text["recommended"].strip() != ""
     sweep = [row for row in page.rows if len(row) == 10]
-    assert len(sweep) == 2 * 20 and {row[1] for row in sweep} == {"verifier", "cosine"}
+    assert len(sweep) == 3 * 20 and {row[1] for row in sweep} == {"verifier", "cosine", "verifier c=0.50"}
     samples = [row for row in page.rows if len(row) == 8]
     assert any(row[2] == "how do i learn python" and row[7] == "right" for row in samples)
     assert any(row[1] == "refused" and row[6] == "number-mismatch" and row[7] == "wrong" for row in samples)

@@ -14,16 +14,16 @@ from cache.verify import Verifier
 from tests.unit.cache.replay.helpers import TableEmbedder, ask, at_cosine
 
 
-def _row(threshold: float, wrong_rate: float | None, semantic: int = 10, verifier: bool = True) -> dict[str, Any]:
-    return {"threshold": threshold, "wrong_rate": wrong_rate, "semantic": semantic, "verifier": verifier}
+def _row(threshold: float, wrong_rate: float | None, semantic: int = 10) -> dict[str, Any]:
+    return {"threshold": threshold, "wrong_rate": wrong_rate, "semantic": semantic, "mode": "verifier"}
 
 
 def test_recommend_takes_the_lowest_threshold_from_which_every_higher_one_stays_under_target() -> None:
     rows = [_row(0.99, 0.0), _row(0.98, 0.01), _row(0.97, 0.03), _row(0.96, 0.01), _row(0.95, 0.05)]
-    assert recommend(rows, True, 0.02) == 0.98  # 0.96 is under target, but 0.97 above it is not
-    assert recommend(rows, False, 0.02) is None
-    assert recommend([_row(0.99, None, semantic=0), _row(0.98, 0.0)], True, 0.02) == 0.98
-    assert recommend([_row(0.99, 0.0), _row(0.98, None, semantic=3)], True, 0.02) == 0.99  # unjudged hits
+    assert recommend(rows, "verifier", 0.02) == 0.98  # 0.96 is under target, but 0.97 above it is not
+    assert recommend(rows, "cosine", 0.02) is None
+    assert recommend([_row(0.99, None, semantic=0), _row(0.98, 0.0)], "verifier", 0.02) == 0.98
+    assert recommend([_row(0.99, 0.0), _row(0.98, None, semantic=3)], "verifier", 0.02) == 0.99  # unjudged
 
 
 def test_line_chart_draws_one_path_per_series_and_skips_missing_points() -> None:

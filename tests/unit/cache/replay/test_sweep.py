@@ -133,3 +133,24 @@ async def test_lossless_pass_makes_spacing_variants_exact_as_live() -> None:
     raw = await prepare(requests, TableEmbedder(table), normalize=False)
     assert simulate(normalized, Setting(0.9, False), None, ttl=DAY, top_k=5).kind.tolist() == [MISS, EXACT]
     assert simulate(raw, Setting(0.9, False), None, ttl=DAY, top_k=5).kind.tolist() == [MISS, SEMANTIC]
+
+
+async def test_other_classifier_cutoffs_move_only_classifier_decisions() -> None:
+    stored, retyped = "What is the boiling point of water?", "what is the boiling point of water"
+    gate_a, gate_b = "What is the GATE 2017 cutoff?", "What is the GATE 2018 cutoff?"
+    table = {stored: at_cosine(1.0), retyped: at_cosine(0.9492), gate_a: [0.0, 0.0, 1.0], gate_b: [0.0, 0.1, 0.99]}
+    prep = await _prepare([ask(stored, 0), ask(retyped, 1), ask(gate_a, 2), ask(gate_b, 3)], table)
+    verifier = Verifier.load_default()
+    verdicts = Verdicts(prep, verifier)
+    shipped = simulate(prep, Setting(0.8, True), verdicts, ttl=DAY, top_k=5)
+    same = simulate(prep, Setting(0.8, True, cutoff=verifier.params.cutoff), verdicts, ttl=DAY, top_k=5)
+    assert same.kind.tolist() == shipped.kind.tolist() and same.reason == shipped.reason
+    judgement = verdicts(prep.item_of[1], prep.item_of[0], 0.9492)
+    assert judgement.reason in ("ok", "classifier")  # no hard rule for a retyped question
+    lenient = simulate(prep, Setting(0.8, True, cutoff=judgement.score - 0.01), verdicts, ttl=DAY, top_k=5)
+    strict = simulate(prep, Setting(0.8, True, cutoff=min(1.0, judgement.score + 0.01)), verdicts, ttl=DAY,
+                      top_k=5)
+    assert lenient.kind.tolist() == [MISS, SEMANTIC, MISS, MISS]
+    assert strict.kind.tolist() == [MISS, MISS, MISS, MISS] and strict.reason[1] == "classifier"
+    assert lenient.reason[3] == strict.reason[3] == "number-mismatch"  # a hard rule holds at any cutoff
+    assert Setting(0.8, True, cutoff=0.6).name == "verifier c=0.60@0.800"
