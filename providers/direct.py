@@ -259,6 +259,14 @@ class DejaRouter(RouterHooks):
             return await super().route_embedding(input, model, kwargs)
         return await self._direct("/embeddings", model, body, kwargs, input=input)
 
+    def with_deployment(self, deployment: dict[str, Any], kwargs: dict[str, Any]) -> None:
+        """LiteLLM's path: the request's own headers (``deja_headers``: trace context, request id) join the
+        deployment's ``extra_headers`` instead of replacing them."""
+        extra = kwargs.pop("deja_headers", None)
+        if extra:
+            configured = deployment.get("litellm_params", {}).get("extra_headers") or {}
+            kwargs["extra_headers"] = {**configured, **extra}
+
     async def _direct(self, path: str, model: str, body: dict[str, Any], kwargs: dict[str, Any],
                       **choice: Any) -> Any:
         """Pick a deployment as the Router does, call it inside the deployment's concurrency limit, and keep the
@@ -294,6 +302,7 @@ class DejaRouter(RouterHooks):
         if params.get("organization"):
             headers["OpenAI-Organization"] = str(params["organization"])
         headers.update({str(k): str(v) for k, v in (params.get("extra_headers") or {}).items()})
+        headers.update(kwargs.pop("deja_headers", None) or {})  # the request's trace context and request id
         stream = bool(body.get("stream"))
         timeout_s = self.timeout_for({**kwargs, "stream": stream}, params) or 600.0
         timeout = aiohttp.ClientTimeout(total=None if stream else timeout_s, sock_connect=timeout_s,

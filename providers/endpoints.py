@@ -23,13 +23,16 @@ if TYPE_CHECKING:
     from providers.interface import Served
 
 
-def _kwargs(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
-    """The client's fields for the Router (never ``deja_body``: these calls have no direct path)."""
+def _kwargs(gateway: Gateway, body: dict[str, Any], headers: dict[str, str] | None) -> dict[str, Any]:
+    """The client's fields for the Router (never ``deja_body``: these calls have no direct path), and the request's
+    headers to forward (``deja_headers``: merged with the deployment's ``extra_headers`` by ``DejaRouter``)."""
     from providers.gateway import client_fields
 
     kwargs = client_fields(gateway.routed(body))
     if isinstance(kwargs.get("metadata"), dict):
         kwargs["metadata"] = dict(kwargs["metadata"])  # the Router writes its own keys into it
+    if headers:
+        kwargs["deja_headers"] = dict(headers)
     return kwargs
 
 
@@ -82,12 +85,13 @@ def _sim_chat(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
     return chat
 
 
-async def respond(gateway: Gateway, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+async def respond(gateway: Gateway, body: dict[str, Any],
+                  headers: dict[str, str] | None = None) -> tuple[dict[str, Any], Served]:
     gateway.check_model(body["model"])
     if gateway.sim_only(body["model"]):
-        completion, served = await gateway.complete(_sim_chat(gateway, body))
+        completion, served = await gateway.complete(_sim_chat(gateway, body), headers)
         return rapi.chat_to_response(completion, body), served
-    response = await _call(gateway.router.aresponses(**_kwargs(gateway, body)))
+    response = await _call(gateway.router.aresponses(**_kwargs(gateway, body, headers)))
     served = gateway.served(getattr(response, "_hidden_params", None), body["model"])
     data = clean_response(response.model_dump(mode="json", warnings=False))
     usage = data.get("usage") or {}
@@ -96,20 +100,22 @@ async def respond(gateway: Gateway, body: dict[str, Any]) -> tuple[dict[str, Any
     return data, served
 
 
-async def respond_stream(gateway: Gateway, body: dict[str, Any], served: Served) -> AsyncGenerator[dict, None]:
+async def respond_stream(gateway: Gateway, body: dict[str, Any], served: Served,
+                         headers: dict[str, str] | None = None) -> AsyncGenerator[dict, None]:
     """Yield the Responses API's events as dicts; ``served`` is filled in once the upstream answered."""
     gateway.check_model(body["model"])
     if gateway.sim_only(body["model"]):
-        async for event in _sim_events(gateway, body, served):
+        async for event in _sim_events(gateway, body, served, headers):
             yield event
         return
-    upstream = await _call(gateway.router.aresponses(**_kwargs(gateway, {**body, "stream": True})))
+    upstream = await _call(gateway.router.aresponses(**_kwargs(gateway, {**body, "stream": True}, headers)))
     _fill(gateway, served, gateway.served(getattr(upstream, "_hidden_params", None), body["model"]), body["model"])
     async for event in _iterate(upstream):
         yield clean_response_event(event)
 
 
-async def _sim_events(gateway: Gateway, body: dict[str, Any], served: Served) -> AsyncGenerator[dict, None]:
+async def _sim_events(gateway: Gateway, body: dict[str, Any], served: Served,
+                      headers: dict[str, str] | None) -> AsyncGenerator[dict, None]:
     chat = {**_sim_chat(gateway, body), "stream": True, "stream_options": {"include_usage": True}}
     events = rapi.ResponseEvents()
     skeleton = rapi.response_skeleton(body, model=body["model"])
@@ -117,7 +123,7 @@ async def _sim_events(gateway: Gateway, body: dict[str, Any], served: Served) ->
     texts: list[str] = []
     usage, finish = None, None
     started = False
-    async for chunk in gateway.stream(chat, served):
+    async for chunk in gateway.stream(chat, served, headers):
         if not started:
             for event in events.opening(skeleton) + events.text_start(0, item_id):
                 yield event
@@ -135,9 +141,10 @@ async def _sim_events(gateway: Gateway, body: dict[str, Any], served: Served) ->
         yield event
 
 
-async def complete_text(gateway: Gateway, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+async def complete_text(gateway: Gateway, body: dict[str, Any],
+                        headers: dict[str, str] | None = None) -> tuple[dict[str, Any], Served]:
     gateway.check_model(body["model"])
-    response = await _call(gateway.router.atext_completion(**_kwargs(gateway, body)))
+    response = await _call(gateway.router.atext_completion(**_kwargs(gateway, body, headers)))
     served = gateway.served(getattr(response, "_hidden_params", None), body["model"])
     data = clean_text_completion(response.model_dump(mode="json", warnings=False))
     usage = data.get("usage") or {}
@@ -146,11 +153,11 @@ async def complete_text(gateway: Gateway, body: dict[str, Any]) -> tuple[dict[st
     return data, served
 
 
-async def complete_text_stream(gateway: Gateway, body: dict[str, Any],
-                               served: Served) -> AsyncGenerator[dict[str, Any], None]:
+async def complete_text_stream(gateway: Gateway, body: dict[str, Any], served: Served,
+                               headers: dict[str, str] | None = None) -> AsyncGenerator[dict[str, Any], None]:
     """Yield ``text_completion`` chunks with one id; the usage, when known, comes last on a chunk with no choice."""
     gateway.check_model(body["model"])
-    upstream = await _call(gateway.router.atext_completion(**_kwargs(gateway, {**body, "stream": True})))
+    upstream = await _call(gateway.router.atext_completion(**_kwargs(gateway, {**body, "stream": True}, headers)))
     _fill(gateway, served, gateway.served(getattr(upstream, "_hidden_params", None), body["model"]), body["model"])
     first: dict[str, Any] | None = None
     usage = None

@@ -18,7 +18,7 @@ import aiohttp
 from providers import endpoints, litellm_api
 from providers.direct import DejaRouter, DirectStream
 from providers.errors import ProviderBadRequestError, ProviderError, UnknownModelError, translate
-from providers.interface import Served
+from providers.interface import Deployment, Served
 from providers.models import ModelNames
 from providers.shape import clean_chunk, clean_completion
 from providers.sim import PROVIDER as SIM_PROVIDER
@@ -144,10 +144,11 @@ class Gateway:
             self._price_cache[model] = rates
         return rates
 
-    async def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+    async def complete(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                       ) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
         try:
-            response = await self.router.acompletion(**_router_kwargs(self.routed(body)))
+            response = await self.router.acompletion(**_router_kwargs(self.routed(body), headers))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -159,11 +160,13 @@ class Gateway:
                                     usage.get("completion_tokens", 0))
         return data, served
 
-    async def stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
-        """Yield cleaned chunks; ``served`` is filled in once the upstream answered."""
+    async def stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+                     ) -> AsyncGenerator[dict[str, Any], None]:
+        """Yield cleaned chunks; ``served`` is filled in once the upstream answered. ``headers`` (here and in
+        ``complete``, ``embed``) go to the deployment with the request: trace context, request id."""
         self.check_model(body["model"])
         try:
-            upstream = await self.router.acompletion(**_router_kwargs(self.routed(body)))
+            upstream = await self.router.acompletion(**_router_kwargs(self.routed(body), headers))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -182,12 +185,13 @@ class Gateway:
             await _close_stream(upstream)
             raise translate(exc) from exc
 
-    async def embed(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+    async def embed(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                       ) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
         if not self.supports_embeddings(body["model"]):
             raise ProviderBadRequestError(f"model {body['model']} does not support embeddings")
         try:
-            response = await self.router.aembedding(**_router_kwargs(self.routed(body)))
+            response = await self.router.aembedding(**_router_kwargs(self.routed(body), headers))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -203,17 +207,21 @@ class Gateway:
         served.cost_usd = self.cost(served, body["model"], out["usage"]["prompt_tokens"], 0)
         return out, served
 
-    async def respond(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
-        return await endpoints.respond(self, body)
+    async def respond(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                      ) -> tuple[dict[str, Any], Served]:
+        return await endpoints.respond(self, body, headers)
 
-    def respond_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
-        return endpoints.respond_stream(self, body, served)
+    def respond_stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+                       ) -> AsyncGenerator[dict[str, Any], None]:
+        return endpoints.respond_stream(self, body, served, headers)
 
-    async def complete_text(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
-        return await endpoints.complete_text(self, body)
+    async def complete_text(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                            ) -> tuple[dict[str, Any], Served]:
+        return await endpoints.complete_text(self, body, headers)
 
-    def complete_text_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
-        return endpoints.complete_text_stream(self, body, served)
+    def complete_text_stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+                             ) -> AsyncGenerator[dict[str, Any], None]:
+        return endpoints.complete_text_stream(self, body, served, headers)
 
     async def ping(self) -> dict[str, bool]:
         """Reachability of each deployment with an ``api_base`` (any HTTP answer counts); others are assumed up."""
@@ -232,6 +240,17 @@ class Gateway:
             except (aiohttp.ClientError, TimeoutError):
                 results[name] = False
         return results
+
+    def deployments(self) -> list[Deployment]:
+        return [Deployment(id=str(e["model_info"]["id"]), group=e["model_name"],
+                           model=str(e["litellm_params"]["model"])) for e in self.model_list]
+
+    async def cooling_down(self) -> set[str]:
+        """Ids of the deployments the Router is cooling down now (it sends them nothing until the cooldown ends)."""
+        try:
+            return await self.router.cooling_down()
+        except Exception:  # a health detail: never fail the health check over it
+            return set()
 
     async def close(self) -> None:
         await self.router.aclose_direct()
@@ -254,7 +273,7 @@ _OPENAI_FIELDS = frozenset({"model", "messages", "input", "metadata", "user", "s
 _CONTROL_FIELDS = litellm_api.ALL_LITELLM_PARAMS | {
     "timeout", "specific_deployment", "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "priority",
     "model_group_alias", "extra_headers", "extra_body", "extra_query", "base_url", "organization", "api_type",
-    "azure_ad_token", "deployment_id", "litellm_params", "deja_body"}
+    "azure_ad_token", "deployment_id", "litellm_params", "deja_body", "deja_headers"}
 
 
 def client_fields(body: dict[str, Any]) -> dict[str, Any]:
@@ -263,14 +282,17 @@ def client_fields(body: dict[str, Any]) -> dict[str, Any]:
             if k in _OPENAI_FIELDS or not (k in _CONTROL_FIELDS or k.startswith(("mock_", "aws_", "vertex_")))}
 
 
-def _router_kwargs(body: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for the Router: the client's fields, plus ``deja_body`` for the direct path. The Router
-    writes its own keys into ``metadata``: it gets a copy, so the body sent upstream keeps the client's."""
+def _router_kwargs(body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Keyword arguments for the Router: the client's fields, plus ``deja_body`` for the direct path and
+    ``deja_headers`` for both paths (see ``DejaRouter``). The Router writes its own keys into ``metadata``: it
+    gets a copy, so the body sent upstream keeps the client's."""
     clean = client_fields(body)
     kwargs = dict(clean)
     if isinstance(clean.get("metadata"), dict):
         kwargs["metadata"] = dict(clean["metadata"])
     kwargs["deja_body"] = clean
+    if headers:
+        kwargs["deja_headers"] = dict(headers)
     return kwargs
 
 

@@ -134,6 +134,22 @@ class RouterHooks(litellm.Router):
     async def route_embedding(self, input: str | list[Any], model: str, kwargs: dict[str, Any]) -> Any:
         return await super()._aembedding(input, model, **kwargs)
 
+    def _update_kwargs_with_deployment(self, deployment: dict[str, Any], kwargs: dict[str, Any],
+                                       function_name: str | None = None) -> None:
+        # LiteLLM's own path, once the deployment is chosen: the subclass adjusts the call's kwargs after LiteLLM
+        super()._update_kwargs_with_deployment(deployment=deployment, kwargs=kwargs, function_name=function_name)
+        self.with_deployment(dict(deployment), kwargs)
+        kwargs.pop("deja_headers", None)  # deja's own key never reaches litellm.acompletion
+
+    def with_deployment(self, deployment: dict[str, Any], kwargs: dict[str, Any]) -> None:
+        """Called on LiteLLM's own path with the chosen deployment and the call's kwargs (a copy per attempt)."""
+
+    async def cooling_down(self) -> set[str]:
+        """Ids of the deployments the Router is cooling down now."""
+        from litellm.router_utils.cooldown_handlers import _async_get_cooldown_deployments
+
+        return {str(d) for d in await _async_get_cooldown_deployments(self, parent_otel_span=None)}
+
     async def pick_deployment(self, model: str, kwargs: dict[str, Any], **choice: Any) -> dict[str, Any]:
         """The deployment the Router's strategy picks (cooldowns honoured), as the Router's own call would."""
         deployment = await self.async_get_available_deployment(
@@ -189,4 +205,5 @@ PINNED_ROUTER_MEMBERS: dict[str, tuple[str, ...]] = {
     "deployment_callback_on_failure": ("kwargs", "completion_response", "start_time", "end_time"),
     "_set_deployment_num_retries_on_exception": ("exception", "deployment"),
     "_stamp_failed_deployment_id_with_effective_model_info": ("exception", "deployment", "kwargs"),
+    "_update_kwargs_with_deployment": ("deployment", "kwargs", "function_name"),
 }

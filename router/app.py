@@ -14,7 +14,7 @@ from aiohttp import web
 from providers.interface import Provider
 from router.appkeys import DB_SCHEMA, EMBEDDER_OVERRIDE, METRICS, PROVIDER_OVERRIDE, RECENT_ERRORS, SETTINGS
 from router.config import ConfigError, Settings
-from router.http import admin
+from router.http import admin, cors
 from router.http import openai as openai_routes
 from router.http.middleware import request_middleware
 from router.ops import status
@@ -39,7 +39,7 @@ def create_app(settings: Settings, *, embedder: Any = None, db_schema: str | Non
     ``provider`` replaces LiteLLM's Router by an in-process ``Provider`` (the pipeline's unit tests)."""
     app = web.Application(client_max_size=settings.deja.max_body_bytes, middlewares=[request_middleware])
     app[SETTINGS] = settings
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(max_tenants=settings.deja.metrics.max_tenants, tag_labels=settings.deja.metrics.tag_labels)
     app[RECENT_ERRORS] = status.RecentErrors()
     if embedder is not None:
         app[EMBEDDER_OVERRIDE] = embedder
@@ -62,8 +62,10 @@ def create_app(settings: Settings, *, embedder: Any = None, db_schema: str | Non
     r.add_get("/v1/models/{model:.+}", openai_routes.get_model)
     r.add_get("/health/live", openai_routes.live)
     r.add_get("/health/ready", openai_routes.ready)
+    r.add_get("/health/deployments", openai_routes.deployments)
     admin.add_routes(app)
     status.add_routes(app)
+    cors.setup(app, settings.deja.cors)
     return app
 
 

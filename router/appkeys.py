@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from router.ops.status import RecentErrors
     from router.pipeline.context import Context
     from router.storage import Storage, UsageWriter
+    from router.storage.spend import KeySpend
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -41,5 +42,6 @@ REDIS_PING: web.AppKey[Callable[[], Awaitable[bool]]] = web.AppKey("redis_ping")
 PROVIDER_OVERRIDE: web.AppKey[Provider] = web.AppKey("provider_override")  # an in-process provider (tests)
 EMBEDDER_OVERRIDE = web.AppKey("embedder_override", object)  # a ready Embedder to share (tests, benchmarks)
 DB_SCHEMA = web.AppKey("db_schema", str)  # PostgreSQL schema to use (tests isolate themselves with it)
+KEY_SPEND: web.AppKey[KeySpend] = web.AppKey("key_spend")  # a key's spend so far, for the answer's headers
 CONTEXT: web.AppKey[Context] = web.AppKey("pipeline_context")  # the typed resources the request steps use
 

@@ -57,10 +57,23 @@ class CompressionSettings(_Section):
     auto_scorer: Literal["lexical", "embedding"] = "lexical"
 
 
+BudgetPeriod = Literal["1h", "1d", "7d", "30d", "daily", "monthly"]
+
+
+class TenantBudget(_Section):
+    budget_usd: float = Field(ge=0)
+    budget_period: BudgetPeriod | None = None  # None: lifetime
+
+
 class LimitsSettings(_Section):
     backend: Literal["auto", "memory", "redis"] = "auto"
     failure_mode: Literal["closed", "open"] = "closed"
     default_max_tokens: int = Field(1024, ge=0)  # completion estimate when a request sets no max_tokens
+    default_rpm: int | None = Field(None, ge=1)  # for virtual keys without their own rpm
+    default_tpm: int | None = Field(None, ge=1)
+    default_budget: float | None = Field(None, ge=0)  # USD, for virtual keys without their own budget
+    default_budget_period: BudgetPeriod | None = None
+    tenant_budgets: dict[str, TenantBudget] = Field(default_factory=dict)  # one budget per tenant (team)
 
 
 class UsageSettings(_Section):
@@ -77,6 +90,14 @@ class UsageSettings(_Section):
 class MetricsSettings(_Section):
     enabled: bool = True
     require_master_key: bool = False
+    max_tenants: int = Field(50, ge=0)  # tenant label values on cost and token counters; later ones are "other"
+    tag_labels: list[str] = Field(default_factory=list)  # tags counted in deja_tag_cost_usd_total (allow-list)
+
+
+class CorsSettings(_Section):
+    allow_origins: list[str] = Field(default_factory=list)  # exact origins or patterns ("https://*.example.com", "*")
+    allow_credentials: bool = False
+    max_age: int = Field(600, ge=0)  # seconds a browser may cache a preflight answer
 
 
 class DejaSettings(_Section):
@@ -102,6 +123,7 @@ class DejaSettings(_Section):
     limits: LimitsSettings = LimitsSettings()
     usage: UsageSettings = UsageSettings()
     metrics: MetricsSettings = MetricsSettings()
+    cors: CorsSettings = CorsSettings()
 
 
 class ModelEntry(BaseModel):

@@ -24,6 +24,7 @@ from router.appkeys import (
     DB_SCHEMA,
     EMBEDDER,
     EMBEDDER_OVERRIDE,
+    KEY_SPEND,
     LIMITER,
     METRICS,
     PROVIDER,
@@ -61,9 +62,13 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
                                     on_written=written, on_error=lambda _msg: metrics.usage_errors.inc())
         await writer.start()
     app[USAGE] = writer
+    from router.storage.spend import KeySpend
+
+    app[KEY_SPEND] = spend = KeySpend(storage)
     try:
         yield
     finally:
+        await spend.close()
         if writer is not None:
             await writer.close()
         await storage.close()
@@ -173,15 +178,15 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
     from router.auth.keys import Authenticator
-    from router.limits import build_limiter
+    from router.limits import build_limiter, limit_policy
 
     settings = app[SETTINGS]
     deja = settings.deja
     storage = app[STORAGE]
     app[AUTH] = Authenticator(master_key=settings.effective_master_key, lookup=storage.get_key_by_hash,
-                              cache_ttl=deja.key_cache_ttl)
+                              cache_ttl=deja.key_cache_ttl, policy=limit_policy(deja.limits))
     limiter = build_limiter(deja.limits, redis=app[REDIS], prefix=key_space(deja.redis_prefix, LIMITS_SPACE),
-                            spend_loader=storage.key_spend_since,
+                            spend_loader=storage.key_spend_since, tenant_spend_loader=storage.tenant_spend_since,
                             on_unavailable=app[METRICS].limiter_unavailable.inc)
     app[LIMITER] = limiter
     try:

@@ -34,6 +34,7 @@ class FakeProvider:
         self._groups = sorted(groups)
         self.prices = (prompt_price, completion_price)
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.headers: list[dict[str, str]] = []  # what each call was given to forward (trace context, request id)
         self._script: deque[Step] = deque()
         self.closed_streams = 0
 
@@ -72,8 +73,10 @@ class FakeProvider:
     def _served(self, body: dict[str, Any]) -> Served:
         return Served(deployment=f"{body['model']}#0", provider="fake", litellm_model=f"fake/{body['model']}")
 
-    async def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+    async def complete(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                       ) -> tuple[dict[str, Any], Served]:
         self.calls.append(("complete", body))
+        self.headers.append(dict(headers or {}))
         step = self._next(body)
         if isinstance(step, ProviderError):
             raise step
@@ -86,8 +89,10 @@ class FakeProvider:
                 "choices": [{"index": 0, "finish_reason": "stop",
                              "message": {"role": "assistant", "content": text}}]}, served
 
-    async def stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
+    async def stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+                     ) -> AsyncGenerator[dict[str, Any], None]:
         self.calls.append(("stream", body))
+        self.headers.append(dict(headers or {}))
         step = self._next(body)
         if isinstance(step, ProviderError):
             raise step
@@ -108,8 +113,10 @@ class FakeProvider:
         finally:
             self.closed_streams += 1
 
-    async def embed(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+    async def embed(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                    ) -> tuple[dict[str, Any], Served]:
         self.calls.append(("embed", body))
+        self.headers.append(dict(headers or {}))
         step = self._next(body)
         if isinstance(step, ProviderError):
             raise step
@@ -121,30 +128,34 @@ class FakeProvider:
                 "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2]} for i in range(len(inputs))]
                 }, served
 
-    async def respond(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+    async def respond(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                      ) -> tuple[dict[str, Any], Served]:
         """The Responses API as the gateway's sim answers it: the chat answer as a ``response``."""
         chat = {"model": body["model"], "messages": rapi.input_messages(body) or []}
-        completion, served = await self.complete(chat)
+        completion, served = await self.complete(chat, headers)
         return rapi.chat_to_response(completion, body), served
 
-    async def respond_stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
-        response, found = await self.respond(body)
+    async def respond_stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+                             ) -> AsyncGenerator[dict[str, Any], None]:
+        response, found = await self.respond(body, headers)
         served.deployment, served.provider = found.deployment, found.provider
         for event in rapi.replay_events(response):
             yield event
 
-    async def complete_text(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+    async def complete_text(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                            ) -> tuple[dict[str, Any], Served]:
         completion, served = await self.complete({"model": body["model"],
-                                                  "messages": [{"role": "user", "content": str(body["prompt"])}]})
+                                                  "messages": [{"role": "user", "content": str(body["prompt"])}]},
+                                                 headers)
         choice = completion["choices"][0]
         return {"id": "cmpl-fake", "object": "text_completion", "created": completion["created"],
                 "model": body["model"], "usage": completion["usage"],
                 "choices": [{"text": choice["message"]["content"], "index": 0, "logprobs": None,
                              "finish_reason": choice["finish_reason"]}]}, served
 
-    async def complete_text_stream(self, body: dict[str, Any],
-                                   served: Served) -> AsyncGenerator[dict[str, Any], None]:
-        whole, found = await self.complete_text(body)
+    async def complete_text_stream(self, body: dict[str, Any], served: Served,
+                                   headers: dict[str, str] | None = None) -> AsyncGenerator[dict[str, Any], None]:
+        whole, found = await self.complete_text(body, headers)
         served.deployment, served.provider = found.deployment, found.provider
         head = {k: whole[k] for k in ("id", "object", "created", "model")}
         yield {**head, "choices": [{**whole["choices"][0], "finish_reason": None}]}

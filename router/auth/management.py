@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.auth.keys import generate_secret
+from router.config import BudgetPeriod
 from router.http import errors as err
 from router.storage import KeyRecord, Storage
 
@@ -24,7 +25,7 @@ class KeySpec(BaseModel):
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
     budget_usd: float | None = Field(None, ge=0)
-    budget_period: Literal["daily", "monthly"] | None = None
+    budget_period: BudgetPeriod | None = None
     expires_at: float | None = None  # unix seconds
     expires_in: float | None = Field(None, gt=0)  # seconds from now (alternative to expires_at)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -38,7 +39,7 @@ class KeyUpdate(BaseModel):
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
     budget_usd: float | None = Field(None, ge=0)
-    budget_period: Literal["daily", "monthly"] | None = None
+    budget_period: BudgetPeriod | None = None
     expires_at: float | None = None
     metadata: dict[str, Any] | None = None
 

@@ -46,9 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("key_id")
     _key_fields(update)
     usage = sub.add_parser("usage", help="show usage and spend")
-    for name in ("since", "until", "tenant", "key", "model"):
+    for name in ("since", "until", "tenant", "key", "model", "user", "tag"):
         usage.add_argument(f"--{name}")
-    usage.add_argument("--group-by", choices=["day", "model", "key", "tenant"])
+    usage.add_argument("--group-by", choices=["day", "model", "key", "tenant", "user", "tag"])
     usage.add_argument("--json", action="store_true")
     db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="action", required=True)
     migrate = db.add_parser("migrate")
@@ -67,7 +67,7 @@ def _key_fields(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpm", type=int)
     p.add_argument("--tpm", type=int)
     p.add_argument("--budget", type=float, dest="budget_usd")
-    p.add_argument("--budget-period", choices=["daily", "monthly"])
+    p.add_argument("--budget-period", choices=["1h", "1d", "7d", "30d", "daily", "monthly"])
     p.add_argument("--expires-in", type=float, help="seconds until the key expires")
     p.add_argument("--metadata", help="JSON object")
 
@@ -107,10 +107,14 @@ async def _keys(args: argparse.Namespace, storage: Any) -> int:
         print(json.dumps({**ka.key_view(record), "key": secret}, indent=2))
         print("Store the key now: it is not shown again.", file=sys.stderr)
     elif args.action == "list":
-        for record in await storage.list_keys(tenant=args.tenant):
-            view = ka.key_view(record)
+        from router.http.admin import key_views
+
+        for view in await key_views(storage, await storage.list_keys(tenant=args.tenant)):
+            last = view["last_used_at"]
+            used = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last)) if last is not None else "never"
             print(f"{view['id']}  {view['key_prefix']:16} tenant={view['tenant']:12} name={view['name']!r} "
                   f"rpm={view['rpm']} tpm={view['tpm']} budget={view['budget_usd']} "
+                  f"spend=${view['spend_usd']:.4f} requests={view['requests']} last_used={used} "
                   f"{'active' if view['active'] else 'inactive'}")
     elif args.action == "revoke":
         print(json.dumps(ka.key_view(await ka.revoke_key(storage, args.key_id)), indent=2))
@@ -130,7 +134,7 @@ async def _usage(args: argparse.Namespace, storage: Any) -> int:
     from router.storage.report import format_usage
 
     f = UsageFilter(since=_time(args.since, "since"), until=_time(args.until, "until"), tenant=args.tenant,
-                    key_id=args.key, model=args.model)
+                    key_id=args.key, model=args.model, end_user=args.user, tag=args.tag)
     rows = await storage.usage_summary(f, args.group_by)
     print(json.dumps(rows, indent=2) if args.json else format_usage(rows, args.group_by))
     return 0

@@ -7,6 +7,10 @@ Per key (all under one hash tag, so the script's keys share a cluster slot):
 - ``{prefix}rl:{<key_id>}:tokamt``   hash reservation -> tokens, plus ``__total`` = the sum in the window
 - ``{prefix}rl:{<key_id>}:spend:<period start>``  spend (USD) in that period, seeded by ``spend_loader``
 
+Per tenant with a budget: ``{prefix}rl:{tenant:<tenant>}:spend:<period start>``, seeded by
+``tenant_spend_loader``, read before the key's script and increased at settlement (a separate command: the
+tenant's counter lives in another cluster slot than the key's).
+
 Clock: by default the caller's ``clock`` (``time.time``) is passed into the script, which keeps tests able to
 move time without sleeping; replicas must then run NTP-synchronised clocks (a skew of ``s`` seconds shifts
 window edges by ``s``). Pass ``clock=None`` to use Redis ``TIME`` instead: one honest shared clock for the
@@ -175,6 +179,7 @@ class RedisLimiter:
         prefix: str,
         failure_mode: Literal["closed", "open"] = "closed",
         spend_loader: SpendLoader | None = None,
+        tenant_spend_loader: SpendLoader | None = None,
         clock: Callable[[], float] | None = time.time,
         on_unavailable: Callable[[], None] | None = None,
         timeout: float = 0.5,
@@ -196,6 +201,7 @@ class RedisLimiter:
         self._prefix = prefix
         self._failure_mode = failure_mode
         self._spend_loader = spend_loader
+        self._tenant_spend_loader = tenant_spend_loader
         self._clock = clock
         self._on_unavailable = on_unavailable
         self._healthy = True
@@ -216,6 +222,12 @@ class RedisLimiter:
             reservation,
         ]
         try:
+            if limits.tenant is not None and limits.tenant_budget_usd is not None:
+                spent = await self._tenant_spend(limits, now)
+                if spent >= limits.tenant_budget_usd:
+                    self._mark_healthy()
+                    return make_decision(limits, Usage(), limit="tenant_budget", retry_after_ms=None,
+                                         reservation=None, now=now)
             result = await self._admit_script(keys=keys, args=args)
             if int(result[0]) == _SEED_AGAIN:
                 await self._seed_spend(keys[3], key_id, limits, now)
@@ -245,13 +257,19 @@ class RedisLimiter:
             return
         reservation = decision.reservation if limits.tpm is not None and decision.reservation else ""
         cost = f"{cost_usd:.15f}" if limits.budget_usd is not None and cost_usd > 0 else ""
-        if not reservation and not cost:
+        tenant_cost = f"{cost_usd:.15f}" if limits.tenant_budget_usd is not None and cost_usd > 0 else ""
+        if not reservation and not cost and not tenant_cost:
             return
-        keys = self._keys(key_id, limits, self._now())
+        now = self._now()
+        keys = self._keys(key_id, limits, now)
         try:
-            await self._settle_script(
-                keys=[keys[2], keys[3]], args=[reservation, max(0, int(actual_tokens)), cost]
-            )
+            if reservation or cost:
+                await self._settle_script(
+                    keys=[keys[2], keys[3]], args=[reservation, max(0, int(actual_tokens)), cost]
+                )
+            if tenant_cost:
+                tenant_key = self._tenant_key(limits, now)
+                await self._settle_script(keys=[tenant_key, tenant_key], args=["", 0, tenant_cost])
         except (RedisError, OSError) as exc:  # the response is already served: count the failure, don't raise
             self._report(exc)
             return
@@ -268,6 +286,29 @@ class RedisLimiter:
         base = f"{self._prefix}rl:{{{key_id}}}:"
         period_start, _ = period_bounds(limits.budget_period, now)
         return [base + "req", base + "tok", base + "tokamt", f"{base}spend:{int(period_start)}"]
+
+    def _tenant_key(self, limits: Limits, now: float) -> str:
+        start, _ = period_bounds(limits.tenant_budget_period, now)
+        return f"{self._prefix}rl:{{tenant:{limits.tenant}}}:spend:{int(start)}"
+
+    async def _tenant_spend(self, limits: Limits, now: float) -> float:
+        """The tenant's spend in its current budget period, seeded from ``tenant_spend_loader`` when absent."""
+        assert limits.tenant is not None
+        key = self._tenant_key(limits, now)
+        value = await self._redis.get(key)
+        if value is not None:
+            return float(value)
+        start, end = period_bounds(limits.tenant_budget_period, now)
+        spend = 0.0
+        if self._tenant_spend_loader is not None:
+            try:
+                spend = float(await self._tenant_spend_loader(limits.tenant, start) or 0.0)
+            except Exception as exc:
+                raise SpendLoaderFailed(f"tenant_spend_loader failed for {limits.tenant}: {exc!r}") from exc
+        ttl = _LIFETIME_SPEND_TTL if end is None else max(60, int(end - now) + 3600)
+        await self._redis.set(key, repr(spend), nx=True, ex=ttl)
+        value = await self._redis.get(key)  # another replica may have seeded it first
+        return float(value) if value is not None else spend
 
     async def _seed_spend(self, spend_key: str, key_id: str, limits: Limits, now: float) -> None:
         start, end = period_bounds(limits.budget_period, now)

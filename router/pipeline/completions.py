@@ -119,13 +119,14 @@ def replay(stored: dict[str, Any], body: dict[str, Any], words_per_chunk: int = 
     return chunks
 
 
-async def _call_json(ctx: Context, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
-    return await ctx.provider.complete_text(body)
+async def _call_json(ctx: Context, body: dict[str, Any], headers: dict[str, str]) -> tuple[dict[str, Any], Served]:
+    return await ctx.provider.complete_text(body, headers)
 
 
-def _call_stream(ctx: Context, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
+def _call_stream(ctx: Context, body: dict[str, Any], served: Served,
+                 headers: dict[str, str]) -> AsyncGenerator[dict[str, Any], None]:
     upstream = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
-    return ctx.provider.complete_text_stream(upstream, served)
+    return ctx.provider.complete_text_stream(upstream, served, headers)
 
 
 API = Api(route="completions", request_model=CompletionRequest, request_body=lambda body: body.get("prompt"),

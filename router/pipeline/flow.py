@@ -20,11 +20,12 @@ from providers.errors import ProviderError
 from providers.interface import Served
 from router.appkeys import CONTEXT
 from router.http import errors as err
+from router.http.attribution import without_tags
 from router.http.middleware import OUTCOME, json_response
 from router.http.parsing import read_json, validate
 from router.http.sse import SSEWriter
 from router.pipeline import cache_step
-from router.pipeline.accounting import admit, finish
+from router.pipeline.accounting import admit, finish, spend_headers
 from router.pipeline.body_cache import with_body_cache
 from router.pipeline.cache_controls import cache_headers, parse_cache_controls
 from router.pipeline.cache_debug import debug_headers
@@ -63,8 +64,9 @@ class Api:
     cache_body: Callable[[dict[str, Any]], dict[str, Any]]
     complete: Callable[[dict[str, Any]], bool]  # worth storing
     usage: Callable[[dict[str, Any]], tuple[int | None, int]]  # (prompt, completion) of a whole answer
-    call_json: Callable[[Context, dict[str, Any]], Awaitable[tuple[dict[str, Any], Served]]]
-    call_stream: Callable[[Context, dict[str, Any], Served], AsyncGenerator[dict[str, Any], None]]
+    # (context, body, headers to forward) → the provider's answer
+    call_json: Callable[[Context, dict[str, Any], dict[str, str]], Awaitable[tuple[dict[str, Any], Served]]]
+    call_stream: Callable[[Context, dict[str, Any], Served, dict[str, str]], AsyncGenerator[dict[str, Any], None]]
     fold: Callable[[dict[str, Any]], Fold]  # from the request body
     hit_json: Callable[[dict[str, Any]], dict[str, Any]]  # a stored answer as this request's answer
     replay: Callable[[dict[str, Any], dict[str, Any]], list[dict[str, Any]]]  # (stored answer, body) → stream
@@ -78,6 +80,7 @@ async def handle(request: web.Request, api: Api) -> web.StreamResponse:
     validate(api.request_model, body)
     call = await accept(ctx, request, body, route=api.route, request_body=api.request_body(body))
     controls = with_body_cache(parse_cache_controls(request.headers), body)
+    body = without_tags(body)  # the tags are deja's, not the model's
     compressed: Compressed | None = None
     admission: Admission | None = None
     lookup: Lookup | None = None
@@ -121,6 +124,7 @@ async def _serve_hit(ctx: Context, request: web.Request, api: Api, call: Call, c
                         saved_cache_usd=ctx.provider.cost(Served(), call.model, compressed.tokens_sent,
                                                           completion_tokens),
                         ttft=time.perf_counter() - call.started, response=stored)
+    headers.update(await spend_headers(ctx, call, 0.0))
     if not call.stream:
         return json_response(api.hit_json(stored), headers=headers), delivery
     writer = SSEWriter(request, headers)
@@ -150,7 +154,7 @@ async def _json_miss(ctx: Context, api: Api, call: Call, compressed: Compressed,
                      headers: dict[str, str], meter: Meter) -> web.StreamResponse:
     meter.upstream_begins()
     try:
-        data, served = await api.call_json(ctx, compressed.body)
+        data, served = await api.call_json(ctx, compressed.body, call.upstream_headers)
     except ProviderError as exc:
         _failed(ctx, call, meter, exc)
         raise
@@ -163,17 +167,19 @@ async def _json_miss(ctx: Context, api: Api, call: Call, compressed: Compressed,
     meter.response = data
     if api.complete(data):
         cache_step.store(ctx, lookup, api.cache_body(compressed.body), data)
+    headers.update(await spend_headers(ctx, call, meter.cost_usd))
     return json_response(data, headers=headers)
 
 
 async def _stream_miss(ctx: Context, request: web.Request, api: Api, call: Call, compressed: Compressed,
                        lookup: Lookup, headers: dict[str, str], meter: Meter) -> web.StreamResponse:
+    headers.update(await spend_headers(ctx, call, None))  # the cost is not known before the headers go out
     writer = SSEWriter(request, headers)
     send = writer.send_event if api.named_events else writer.send
     fold = api.fold(compressed.body)
     meter.prompt_tokens = compressed.tokens_sent
     meter.upstream_begins()
-    source = api.call_stream(ctx, compressed.body, meter.served)
+    source = api.call_stream(ctx, compressed.body, meter.served, call.upstream_headers)
     writer.start_heartbeat(ctx.settings.keepalive_seconds)
     try:
         async for item in source:

@@ -120,12 +120,13 @@ class ResponseFold:
         return self.final
 
 
-async def _call_json(ctx: Context, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
-    return await ctx.provider.respond(body)
+async def _call_json(ctx: Context, body: dict[str, Any], headers: dict[str, str]) -> tuple[dict[str, Any], Served]:
+    return await ctx.provider.respond(body, headers)
 
 
-def _call_stream(ctx: Context, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
-    return ctx.provider.respond_stream(body, served)
+def _call_stream(ctx: Context, body: dict[str, Any], served: Served,
+                 headers: dict[str, str]) -> AsyncGenerator[dict[str, Any], None]:
+    return ctx.provider.respond_stream(body, served, headers)
 
 
 def _error_event(body: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from cache import LookupResult, Scope
     from router.auth.keys import Principal
     from router.http.errors import DejaError
+    from router.http.tracing import TraceContext
     from router.limits.memory import Decision
     from router.pipeline.cache_debug import Explanation
 
@@ -38,6 +39,16 @@ class Call:
     request_body: Any = None  # what is stored with the usage row (messages, or the embedding input)
     started: float = field(default_factory=time.perf_counter)
     ts: float = field(default_factory=time.time)
+    tags: tuple[str, ...] = ()  # metadata.tags, x-litellm-tags, x-deja-tags
+    metadata: dict[str, Any] | None = field(default=None, compare=False)  # the body's metadata, stored
+    trace: TraceContext | None = None  # forwarded upstream with the request id
+
+    @property
+    def upstream_headers(self) -> dict[str, str]:
+        """Headers the deployment gets with this request: the trace context and deja's request id."""
+        if self.trace is None:
+            return {"X-Request-Id": self.request_id}
+        return self.trace.upstream_headers(self.request_id)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from router.storage.errors import (
     StorageError,
     StorageUnavailableError,
 )
-from router.storage.models import GROUP_BY, KeyRecord, Storage, UsageFilter, UsageRecord
+from router.storage.models import GROUP_BY, KeyActivity, KeyRecord, Storage, UsageFilter, UsageRecord
 from router.storage.writer import UsageWriter
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ __all__ = [
     "GROUP_BY",
     "DuplicateKeyError",
     "InvalidQueryError",
+    "KeyActivity",
     "KeyRecord",
     "Storage",
     "StorageDataError",
