@@ -1,4 +1,5 @@
-"""The ``deja`` command: ``serve``, ``keys create|list|revoke|update``, ``usage``, ``db migrate``."""
+"""The ``deja`` command: ``serve``, ``keys create|list|revoke|update``, ``usage``, ``db migrate``,
+``cache replay``."""
 
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--json", action="store_true")
     db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="action", required=True)
     migrate = db.add_parser("migrate")
+    from router.cli.replay import add_parser as add_replay_parser
+
+    add_replay_parser(sub)
     for leaf in (create, lst, revoke, update, usage, migrate):  # `--config` also after the command, as for serve
         leaf.add_argument("--config", "-c", dest="config_sub", help="YAML config file")
     return p
@@ -162,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_with_storage(settings, lambda s: _keys(args, s)))
         if args.command == "usage":
             return asyncio.run(_with_storage(settings, lambda s: _usage(args, s)))
+        if args.command == "cache":
+            from router.cli.replay import run as run_replay
+
+            return run_replay(settings, args)
         return asyncio.run(_with_storage(settings, _migrate_report, migrate=False))
     except ConfigError as exc:
         print(f"deja: {exc}", file=sys.stderr)

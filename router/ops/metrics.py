@@ -44,6 +44,8 @@ class Metrics:
                                    multiprocess_mode="max")
         self.cache_similarity = Histogram("deja_cache_similarity", "Best similarity per semantic lookup",
                                           buckets=SIMILARITY_BUCKETS, registry=r)
+        self.cache_rejections = Counter("deja_cache_rejections", "Semantic lookups that served nothing, by reason",
+                                        ["reason"], registry=r)
         self.cache_errors = Counter("deja_cache_errors", "Cache backend failures (request bypassed)", registry=r)
         self.tokens = Counter("deja_tokens", "Tokens", ["kind", "source", "model", "tenant"], registry=r)
         self.tokens_saved = Counter("deja_tokens_saved", "Prompt tokens not sent upstream", ["by"], registry=r)

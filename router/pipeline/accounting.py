@@ -109,7 +109,7 @@ def _record(ctx: Context, o: Outcome) -> None:
         request_id=call.request_id, ts=call.ts, route=call.route, key_id=call.principal.key_id,
         tenant=call.principal.tenant, end_user=call.end_user, model=call.model, deployment=o.deployment,
         provider=delivery.served.provider if delivery is not None else None, cache=o.cache,
-        similarity=delivery.similarity if delivery is not None else None,
+        similarity=o.similarity, cache_reason=o.cache_reason,
         prompt_tokens_client=o.prompt_tokens_client, prompt_tokens_sent=o.prompt_tokens_sent,
         completion_tokens=o.completion_tokens, cost_usd=o.cost_usd,
         saved_cache_usd=delivery.saved_cache_usd if delivery is not None else 0.0,

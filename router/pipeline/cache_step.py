@@ -8,6 +8,7 @@ from typing import Any
 
 from cache import CacheUnavailableError, build_scope
 from router.pipeline.cache_controls import CacheControls
+from router.pipeline.cache_debug import explain, metric_reason, too_old
 from router.pipeline.context import Context
 from router.pipeline.steps import Call, Lookup
 
@@ -34,11 +35,15 @@ async def look_up(ctx: Context, call: Call, body: dict[str, Any], controls: Cach
     entry = result.entry
     if entry is not None and controls.max_age is not None and time.time() - entry.created_at > controls.max_age:
         metrics.cache_lookups.labels(result="miss").inc()  # older than the client accepts: answered afresh
-        return Lookup("miss", scope=scope, query=query, store_ttl=controls.ttl)
+        return Lookup("miss", scope=scope, query=query, store_ttl=controls.ttl, explanation=too_old(result))
     if result.best_similarity is not None:
         metrics.cache_similarity.observe(result.best_similarity)
     metrics.cache_lookups.labels(result=result.kind).inc()
-    return Lookup(result.kind, result=result, scope=scope, query=query, store_ttl=controls.ttl)
+    explanation = explain(result, floor=cache.floor(threshold), semantic=cache.semantic_applicable(body, query))
+    if explanation.rejected:
+        metrics.cache_rejections.labels(reason=metric_reason(explanation.reason)).inc()
+    return Lookup(result.kind, result=result, scope=scope, query=query, store_ttl=controls.ttl,
+                  explanation=explanation)
 
 
 def store(ctx: Context, lookup: Lookup, body: dict[str, Any], response: dict[str, Any]) -> None:

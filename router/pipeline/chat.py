@@ -26,6 +26,7 @@ from router.pipeline import cache_step
 from router.pipeline.accounting import admit, finish, spend_headers
 from router.pipeline.body_cache import with_body_cache
 from router.pipeline.cache_controls import cache_headers, parse_cache_controls
+from router.pipeline.cache_debug import debug_headers
 from router.pipeline.context import Context
 from router.pipeline.steps import Admission, Call, Compressed, Delivery, Lookup, Meter, Outcome
 
@@ -49,7 +50,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         compressed = await compress_step(ctx, request, call, body)
         admission = await admit(ctx, call, completion_budget(ctx, compressed))
         lookup = await cache_step.look_up(ctx, call, compressed.body, controls)
-        headers = answer_headers(call, compressed, admission)
+        headers = answer_headers(call, compressed, admission) | debug_headers(request.headers, call.principal, lookup)
         if lookup.hit:
             response, delivery = await serve_hit(ctx, request, call, compressed, lookup, headers)
             return response

@@ -28,6 +28,7 @@ from router.pipeline import cache_step
 from router.pipeline.accounting import admit, finish, spend_headers
 from router.pipeline.body_cache import with_body_cache
 from router.pipeline.cache_controls import cache_headers, parse_cache_controls
+from router.pipeline.cache_debug import debug_headers
 from router.pipeline.chat import accept, answer_headers
 from router.pipeline.context import Context
 from router.pipeline.steps import Admission, Call, Compressed, Delivery, Lookup, Meter, Outcome
@@ -90,7 +91,7 @@ async def handle(request: web.Request, api: Api) -> web.StreamResponse:
         compressed = await api.prepare(ctx, request, call, body)
         admission = await admit(ctx, call, compressed.tokens_sent + api.budget(ctx, compressed))
         lookup = await cache_step.look_up(ctx, call, api.cache_body(compressed.body), controls)
-        headers = answer_headers(call, compressed, admission)
+        headers = answer_headers(call, compressed, admission) | debug_headers(request.headers, call.principal, lookup)
         if lookup.hit:
             response, delivery = await _serve_hit(ctx, request, api, call, compressed, lookup, headers)
             return response

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from router.http.errors import DejaError
     from router.http.tracing import TraceContext
     from router.limits.memory import Decision
+    from router.pipeline.cache_debug import Explanation
 
 CacheLabel = Literal["exact", "semantic", "miss", "bypass", "off"]
 
@@ -82,6 +83,7 @@ class Lookup:
     scope: Scope | None = None
     query: str | None = None
     store_ttl: float | None = None
+    explanation: Explanation | None = None  # why it hit or missed (None: no lookup was made)
 
     @property
     def hit(self) -> bool:
@@ -189,6 +191,17 @@ class Outcome:
     @property
     def deployment(self) -> str | None:
         return self.delivery.served.deployment if self.delivery is not None else None
+
+    @property
+    def similarity(self) -> float | None:
+        """The served entry's similarity on a hit, else the best candidate's (None: nothing compared)."""
+        explanation = self.lookup.explanation if self.lookup is not None else None
+        return explanation.similarity if explanation is not None else None
+
+    @property
+    def cache_reason(self) -> str | None:
+        explanation = self.lookup.explanation if self.lookup is not None else None
+        return explanation.reason if explanation is not None else None
 
     @property
     def error_type(self) -> str | None:

@@ -91,6 +91,9 @@ def _initial(float_type: str, day_type: str, json_type: str) -> str:
     )
 
 
+# Version 3: why the cache hit or missed, for every lookup (the verifier's reason, below-floor, no-candidate, ...).
+_CACHE_REASON = "ALTER TABLE usage_log ADD COLUMN cache_reason TEXT;"
+
 # Version 2: tags, metadata and trace id on usage rows; usage_tags; the rollup's last request time (a key's
 # last use); budget periods beyond daily/monthly (the CHECK on api_keys.budget_period goes: the application
 # validates the period).
@@ -142,11 +145,13 @@ CREATE INDEX api_keys_tenant_idx ON api_keys (tenant);
 POSTGRES: list[tuple[int, str]] = [
     (1, _initial("DOUBLE PRECISION", "DATE", "JSONB")),
     (2, _V2_POSTGRES),
+    (3, _CACHE_REASON),
 ]
 
 SQLITE: list[tuple[int, str]] = [
     (1, _initial("REAL", "TEXT", "TEXT")),
     (2, _V2_SQLITE),
+    (3, _CACHE_REASON),
 ]
 
 MIGRATIONS_TABLE = (

@@ -54,6 +54,7 @@ class UsageRecord:
     tags: str | None = None  # a JSON array of strings (``usage_tags`` holds one row per tag for grouping)
     metadata: str | None = None  # the request's ``metadata`` as JSON text, capped by the writer
     trace_id: str | None = None  # the W3C trace id of the request's ``traceparent``
+    cache_reason: str | None = None  # why the cache hit or missed (router.pipeline.cache_debug), NULL: no lookup
 
 
 USAGE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(UsageRecord))

@@ -38,10 +38,10 @@ KINDS = ("chat", "stream", "embeddings")
 async def deja_for(tmp_path: Path, upstream: FakeOpenAI) -> AsyncIterator[Any]:
     started: list[Deja] = []
 
-    async def start(refused: bool) -> Deja:
+    async def start(refused: bool, timeout: float = 5.0) -> Deja:
         base = f"http://127.0.0.1:{free_port()}/v1" if refused else upstream.base_url
         models = [{"model_name": MODEL, "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": base,
-                                                           "api_key": "sk-fake", "timeout": 0.5}}]
+                                                           "api_key": "sk-fake", "timeout": timeout}}]
         config = {"model_list": models, "router_settings": {"num_retries": 0, "retry_after": 0,
                                                             "disable_cooldowns": True}}
         deja = await start_deja(make_settings(tmp_path, config=config, cache={"semantic": False}))
@@ -83,7 +83,7 @@ async def test_every_upstream_failure_has_one_status(case: str, kind: str, deja_
                                                      caplog: pytest.LogCaptureFixture) -> None:
     behaviour, status, error_type = CASES[case]
     caplog.set_level(logging.INFO, "deja.access")
-    deja = await deja_for(refused=behaviour is None)
+    deja = await deja_for(refused=behaviour is None, timeout=0.5 if case == "timeout" else 5.0)
     if behaviour is not None:
         upstream.script(behaviour)
     seen, error, rid = await _send(deja, kind)
