@@ -86,7 +86,8 @@ class LookupResult:
     similarity: float | None  # of the served entry (1.0 for exact; the transformer's cosine for semantic)
     best_similarity: float | None  # best transformer cosine seen in scope (1.0 for exact; None if not run)
     candidates: int  # semantic candidates compared (0 for exact hits)
-    rejected_reason: str | None  # verifier reason when the best candidate was refused
+    #: The verifier's reason when the best candidate was refused; "below-gate": no candidate reached the gate.
+    rejected_reason: str | None
     #: Which stage decided: "exact" (exact tier), "gate" (no candidate close enough by the static vectors),
     #: "transformer" (transformer cosine + verifier); None when the semantic tier was not consulted.
     stage: Stage | None = None
@@ -247,7 +248,8 @@ class SemanticCache:
         best_gate = matches[0].similarity if matches else None
         passing = [m for m in matches if m.similarity >= self.gate_threshold][: self.transformer_candidates]
         if not passing:
-            return self._miss(stage="gate", floor=floor, gate_similarity=best_gate,
+            return self._miss(reason="below-gate" if matches else None, stage="gate", floor=floor,
+                              gate_similarity=best_gate,
                               gate_threshold=self.gate_threshold, vectors=QueryVectors(query, gate_vector, None))
         entries = await self._fetch([(m.id, m.similarity, 0.0) for m in passing], now)
         dense, candidates = await self._rerank(query, entries)

@@ -95,6 +95,7 @@ async def test_gate_miss_runs_neither_transformer_nor_verifier() -> None:
     assert result.kind == "miss" and result.stage == "gate"
     assert result.gate_similarity is not None and result.gate_similarity < 0.5
     assert result.gate_threshold == 0.5 and result.best_similarity is None
+    assert result.rejected_reason == "below-gate"
     assert embedder.texts == [] and verifier.checked == []
 
 
