@@ -13,6 +13,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import asyncio  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 from collections.abc import AsyncGenerator  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
@@ -45,6 +46,24 @@ class Served:
     litellm_model: str | None = None
     cost_usd: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _price(value: Any) -> float:
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return rate if math.isfinite(rate) and rate >= 0 else 0.0
+
+
+def _deployment_rates(entry: dict[str, Any]) -> tuple[float, float] | None:
+    """Prices set on a deployment (``input_cost_per_token``/``output_cost_per_token``): ``litellm_params``
+    first, then ``model_info``, as LiteLLM's own proxy reads them; None when neither sets one."""
+    for source in (entry.get("litellm_params") or {}, entry.get("model_info") or {}):
+        prompt, completion = source.get("input_cost_per_token"), source.get("output_cost_per_token")
+        if prompt is not None or completion is not None:
+            return _price(prompt), _price(completion)
+    return None
 
 
 class Gateway:
@@ -107,7 +126,11 @@ class Gateway:
                       litellm_model=entry["litellm_params"]["model"] if entry else hidden.get("litellm_model_name"))
 
     def cost(self, served: Served, group: str, prompt_tokens: int, completion_tokens: int) -> float:
-        prompt_rate, completion_rate = self._rates(served.litellm_model or self.litellm_model(group))
+        """USD for these tokens: the serving deployment's own prices (the group's first deployment when none
+        served, e.g. a cache hit), else LiteLLM's bundled table for its model."""
+        entry = self._by_id.get(served.deployment or "") or self._by_id.get(self.first_deployment(group) or "")
+        own = _deployment_rates(entry) if entry is not None else None
+        prompt_rate, completion_rate = own or self._rates(served.litellm_model or self.litellm_model(group))
         return prompt_tokens * prompt_rate + completion_tokens * completion_rate
 
     def _rates(self, model: str) -> tuple[float, float]:
