@@ -15,7 +15,6 @@ import asyncio  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 from collections.abc import AsyncGenerator  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
 import aiohttp  # noqa: E402
@@ -23,6 +22,7 @@ import litellm  # noqa: E402
 
 from providers.direct import DejaRouter, DirectStream  # noqa: E402
 from providers.errors import ProviderError, UnknownModelError, translate  # noqa: E402
+from providers.interface import Served  # noqa: E402
 from providers.shape import clean_chunk, clean_completion  # noqa: E402
 from providers.sim import PROVIDER as SIM_PROVIDER  # noqa: E402
 from providers.sim import SimLLM  # noqa: E402
@@ -35,17 +35,6 @@ litellm.turn_off_message_logging = True  # LiteLLM's logging objects keep no pro
 
 _ROUTER_DEFAULTS: dict[str, Any] = {"num_retries": 2, "timeout": 600, "cooldown_time": 30, "allowed_fails": 3,
                                     "retry_after": 0}
-
-
-@dataclass
-class Served:
-    """Which deployment answered, and at what price (filled in as a call completes)."""
-
-    deployment: str | None = None
-    provider: str | None = None
-    litellm_model: str | None = None
-    cost_usd: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _price(value: Any) -> float:
@@ -67,6 +56,8 @@ def _deployment_rates(entry: dict[str, Any]) -> tuple[float, float] | None:
 
 
 class Gateway:
+    """The ``providers.interface.Provider`` that deja serves with: LiteLLM's Router (plus the direct path)."""
+
     def __init__(self, model_list: list[dict[str, Any]], *, router_settings: dict[str, Any] | None = None,
                  litellm_settings: dict[str, Any] | None = None, sim_delay_ms: float = 300.0,
                  sim_word_delay_ms: float = 15.0, direct_openai: bool = True) -> None:

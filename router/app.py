@@ -11,7 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from router.appkeys import METRICS, RECENT_ERRORS, SETTINGS
+from providers.interface import Provider
+from router.appkeys import DB_SCHEMA, EMBEDDER_OVERRIDE, METRICS, PROVIDER_OVERRIDE, RECENT_ERRORS, SETTINGS
 from router.config import ConfigError, Settings
 from router.http import admin
 from router.http import openai as openai_routes
@@ -20,12 +21,11 @@ from router.ops import status
 from router.ops.metrics import Metrics
 from router.pipeline import chat
 from router.resources import (
-    DB_SCHEMA,
-    EMBEDDER_OVERRIDE,
     background_ctx,
     cache_ctx,
-    gateway_ctx,
     limits_ctx,
+    pipeline_ctx,
+    provider_ctx,
     redis_health_ctx,
     storage_ctx,
 )
@@ -33,8 +33,10 @@ from router.resources import (
 log = logging.getLogger("deja")
 
 
-def create_app(settings: Settings, *, embedder: Any = None, db_schema: str | None = None) -> web.Application:
-    """Build the app. ``embedder`` shares an already loaded embedder; ``db_schema`` picks a PostgreSQL schema."""
+def create_app(settings: Settings, *, embedder: Any = None, db_schema: str | None = None,
+               provider: Provider | None = None) -> web.Application:
+    """Build the app. ``embedder`` shares an already loaded embedder; ``db_schema`` picks a PostgreSQL schema;
+    ``provider`` replaces LiteLLM's Router by an in-process ``Provider`` (the pipeline's unit tests)."""
     app = web.Application(client_max_size=settings.deja.max_body_bytes, middlewares=[request_middleware])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
@@ -43,7 +45,10 @@ def create_app(settings: Settings, *, embedder: Any = None, db_schema: str | Non
         app[EMBEDDER_OVERRIDE] = embedder
     if db_schema is not None:
         app[DB_SCHEMA] = db_schema
-    app.cleanup_ctx.extend([storage_ctx, gateway_ctx, cache_ctx, limits_ctx, redis_health_ctx, background_ctx])
+    if provider is not None:
+        app[PROVIDER_OVERRIDE] = provider
+    app.cleanup_ctx.extend([storage_ctx, provider_ctx, cache_ctx, limits_ctx, redis_health_ctx, background_ctx,
+                            pipeline_ctx])
     r = app.router
     r.add_post("/v1/chat/completions", chat.chat_completions)
     r.add_post("/chat/completions", chat.chat_completions)

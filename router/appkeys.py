@@ -1,5 +1,5 @@
-"""Every shared resource of the app, as a typed ``web.AppKey``. Each is created by a ``cleanup_ctx`` in
-``router/resources.py`` (cleanup runs only if its start-up succeeded)."""
+"""Every shared resource of the app, as a typed ``web.AppKey``, declared here and nowhere else. Each is created by
+a ``cleanup_ctx`` in ``router/resources.py`` (cleanup runs only if its start-up succeeded)."""
 
 from __future__ import annotations
 
@@ -16,15 +16,16 @@ if TYPE_CHECKING:
 
     from cache import SemanticCache
     from cache.embedder import Embedder
-    from providers.gateway import Gateway
+    from providers.interface import Provider
     from router.auth.keys import Authenticator
     from router.limits.memory import Limiter
     from router.ops.status import RecentErrors
+    from router.pipeline.context import Context
     from router.storage import Storage, UsageWriter
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
-GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
+PROVIDER: web.AppKey[Provider] = web.AppKey("provider")
 EMBEDDER: web.AppKey[Embedder | None] = web.AppKey("embedder")
 CACHE: web.AppKey[SemanticCache | None] = web.AppKey("cache")
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth")
@@ -34,12 +35,8 @@ USAGE: web.AppKey[UsageWriter | None] = web.AppKey("usage")
 BACKGROUND: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("background")  # post-response work, drained at shutdown
 RECENT_ERRORS: web.AppKey[RecentErrors] = web.AppKey("recent_errors")
 REDIS_PING: web.AppKey[Callable[[], Awaitable[bool]]] = web.AppKey("redis_ping")  # when Redis is configured
+PROVIDER_OVERRIDE: web.AppKey[Provider] = web.AppKey("provider_override")  # an in-process provider (tests)
+EMBEDDER_OVERRIDE = web.AppKey("embedder_override", object)  # a ready Embedder to share (tests, benchmarks)
+DB_SCHEMA = web.AppKey("db_schema", str)  # PostgreSQL schema to use (tests isolate themselves with it)
+CONTEXT: web.AppKey[Context] = web.AppKey("pipeline_context")  # the typed resources the request steps use
 
-
-def spawn(app: web.Application, coro: Any) -> asyncio.Task[Any]:
-    """Run post-response work (cache store, limiter settle) so a client going away cannot cancel it."""
-    tasks: set[asyncio.Task[Any]] = app[BACKGROUND]
-    task = asyncio.ensure_future(coro)
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
-    return task

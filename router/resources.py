@@ -18,10 +18,14 @@ from router.appkeys import (
     AUTH,
     BACKGROUND,
     CACHE,
+    CONTEXT,
+    DB_SCHEMA,
     EMBEDDER,
-    GATEWAY,
+    EMBEDDER_OVERRIDE,
     LIMITER,
     METRICS,
+    PROVIDER,
+    PROVIDER_OVERRIDE,
     REDIS_PING,
     SETTINGS,
     STORAGE,
@@ -29,7 +33,6 @@ from router.appkeys import (
 )
 
 log = logging.getLogger("deja")
-EMBEDDER_OVERRIDE = web.AppKey("embedder_override", object)  # a ready Embedder to share (tests, benchmarks)
 
 
 def redis_prefixes(prefix: str) -> dict[str, str]:
@@ -80,10 +83,15 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         await storage.close()
 
 
-DB_SCHEMA = web.AppKey("db_schema", str)  # PostgreSQL schema to use (tests isolate themselves with it)
 
 
-async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
+async def provider_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The provider: LiteLLM's Router (``providers.gateway.Gateway``), or an in-process one handed in (tests)."""
+    given = app.get(PROVIDER_OVERRIDE)
+    if given is not None:
+        app[PROVIDER] = given
+        yield
+        return
     from providers.gateway import Gateway
 
     settings = app[SETTINGS]
@@ -96,7 +104,7 @@ async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         from router.config import ConfigError
 
         raise ConfigError(str(exc)) from exc
-    app[GATEWAY] = gateway
+    app[PROVIDER] = gateway
     from compression import count_text_tokens
 
     for group in gateway.groups:  # load each tokenizer now (0.2 s each), not during someone's first request
@@ -218,3 +226,11 @@ async def background_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks = list(background)
     if tasks:
         await asyncio.wait(tasks, timeout=10)
+
+
+async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Last: the typed view of every resource above that the request steps use."""
+    from router.pipeline.context import build_context
+
+    app[CONTEXT] = build_context(app)
+    yield

@@ -13,14 +13,22 @@ Hierarchy (status, OpenAI ``type``, default ``code``):
   - ``UpstreamError``                502 upstream_error
   - ``ServiceUnavailableError``      503 service_unavailable
   - ``UpstreamTimeoutError``         504 timeout
+  - ``ClientClosedError``            499 (recorded only: the client is gone)
 
-Foreign exceptions (LiteLLM, redis, asyncpg) are translated where they are caught, with ``raise X(...) from exc``.
+Foreign exceptions (redis, asyncpg) are translated where they are caught, with ``raise X(...) from exc``; provider
+failures arrive as ``providers.errors.ProviderError`` and are mapped by ``to_openai_error``, the one table that every
+answer, usage row, metric label and log line takes its status from.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
+
+from aiohttp import web
+
+from providers import errors as perr
 
 
 class DejaError(Exception):
@@ -106,3 +114,62 @@ class ServiceUnavailableError(DejaError):
 class UpstreamTimeoutError(DejaError):
     status = 504
     type = "timeout"
+
+
+class ClientClosedError(DejaError):
+    """The client went away before the answer was complete (nginx's 499; never sent, only recorded)."""
+
+    status = 499
+    type = "client_closed_request"
+    code = "client_disconnected"
+
+
+def _upstream_says(exc: perr.ProviderError) -> str:
+    """What a client is told of an upstream failure: provider, status and a short redacted reason. The full
+    upstream text (which may quote credentials or the Router's fallbacks) goes to the log only."""
+    who = exc.provider or "the provider"
+    status = f" with {exc.upstream_status}" if exc.upstream_status else ""
+    return f"Upstream {who} answered{status}: {exc.reason}"
+
+
+def _from_provider(exc: perr.ProviderError) -> DejaError:
+    if isinstance(exc, perr.UnknownModelError):
+        return NotFoundError(exc.message, param="model")
+    if isinstance(exc, perr.UnsupportedError):
+        return BadRequestError(exc.message, param="model", code="unsupported_by_model")
+    if isinstance(exc, perr.ProviderRateLimitError):
+        return RateLimitError(_upstream_says(exc), retry_after=exc.retry_after or 1.0, code="upstream_rate_limited")
+    if isinstance(exc, perr.ProviderTimeoutError):
+        return UpstreamTimeoutError(_upstream_says(exc), code="upstream_timeout")
+    if isinstance(exc, perr.ProviderBadRequestError):
+        return BadRequestError(_upstream_says(exc), code="upstream_bad_request")
+    if isinstance(exc, perr.ProviderAuthError):
+        return UpstreamError(_upstream_says(exc), code="upstream_auth_failed")
+    return UpstreamError(_upstream_says(exc), code="upstream_error")
+
+
+def _from_http(exc: web.HTTPException) -> DejaError:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLargeError("Request body is larger than the configured limit.")
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFoundError("Unknown endpoint.", code="not_found")
+    error = DejaError(exc.reason or "HTTP error", code=None)
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        error = BadRequestError("Method not allowed for this endpoint.", code="method_not_allowed")
+    error.status = exc.status
+    error.type = "invalid_request_error" if exc.status < 500 else "server_error"
+    return error
+
+
+def to_openai_error(exc: BaseException) -> DejaError:
+    """The one error map: any exception → the ``DejaError`` whose status, type and message the client sees, the
+    usage row and the metric record, and the access log prints."""
+    if isinstance(exc, DejaError):
+        return exc
+    if isinstance(exc, asyncio.CancelledError):
+        return ClientClosedError("The client closed the connection.")
+    if isinstance(exc, perr.ProviderError):
+        return _from_provider(exc)
+    if isinstance(exc, web.HTTPException):
+        return _from_http(exc)
+    return DejaError("Internal error in deja; see the server log for this request id.", code="internal_error")

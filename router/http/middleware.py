@@ -1,13 +1,18 @@
-"""HTTP plumbing: request ids, the error middleware, request parsing and validation.
+"""HTTP plumbing: request ids, and the one middleware that renders errors and accounts for every answer.
 
-Every response carries ``X-Deja-Request-Id`` (a client's ``X-Request-Id`` is kept). Every error, ours or a
-foreign one, leaves as OpenAI's ``{"error": {"message", "type", "param", "code"}}``; never a stack trace.
+Every response carries ``X-Deja-Request-Id`` and ``X-Request-Id`` (the same id; a client's well-formed
+``X-Request-Id`` is kept, and OpenAI's SDKs read it into ``response._request_id``). Every error, ours or a foreign
+one, leaves as OpenAI's ``{"error": {"message", "type", "param", "code"}}`` (``errors.to_openai_error``); never a
+stack trace. Each answer gets one access-log line and one ``deja_requests_total`` count, whose status is the
+pipeline's ``Outcome`` status when the pipeline handled the request (a stream that failed after its headers went
+out counts with its in-band error's status), else the status sent.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,28 +21,19 @@ import orjson
 from aiohttp import web
 
 from providers import errors as perr
-from router.appkeys import METRICS, RECENT_ERRORS
+from router.appkeys import METRICS, RECENT_ERRORS, SETTINGS
 from router.http import errors as err
+from router.pipeline.steps import Outcome
 
 log = logging.getLogger("deja.http")
+access_log = logging.getLogger("deja.access")
 REQUEST_ID = web.RequestKey("request_id", str)
+MODEL_LABEL = web.RequestKey("model_label", str)
+OUTCOME = web.RequestKey("outcome", Outcome)  # set by the pipeline when it ends
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_QUIET = ("/health/", "/metrics", "/status.json", "/favicon.ico")  # polled endpoints: no access-log line
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def provider_error(exc: perr.ProviderError) -> err.DejaError:
-    """Translate a provider failure into the HTTP error the client sees."""
-    if isinstance(exc, perr.UnknownModelError):
-        return err.NotFoundError(exc.message, param="model")
-    if isinstance(exc, perr.ProviderRateLimitError):
-        return err.RateLimitError(f"Upstream rate limit: {exc.message}", retry_after=exc.retry_after or 1.0,
-                                  code="upstream_rate_limited")
-    if isinstance(exc, perr.ProviderTimeoutError):
-        return err.UpstreamTimeoutError(f"Upstream timed out: {exc.message}")
-    if isinstance(exc, perr.ProviderBadRequestError):
-        return err.BadRequestError(exc.message, code="upstream_bad_request")
-    return err.UpstreamError(f"Upstream failure: {exc.message}")
 
 
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -49,32 +45,8 @@ def error_response(exc: err.DejaError, request_id: str | None = None) -> web.Res
     headers = dict(exc.headers)
     if request_id:
         headers["X-Deja-Request-Id"] = request_id
+        headers["X-Request-Id"] = request_id
     return json_response(exc.body(), status=exc.status, headers=headers)
-
-
-def _as_deja_error(exc: BaseException) -> err.DejaError:
-    if isinstance(exc, err.DejaError):
-        return exc
-    if isinstance(exc, perr.ProviderError):
-        return provider_error(exc)
-    if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return err.PayloadTooLargeError("Request body is larger than the configured limit.")
-    if isinstance(exc, web.HTTPNotFound):
-        return err.NotFoundError("Unknown endpoint.", code="not_found")
-    if isinstance(exc, web.HTTPMethodNotAllowed):
-        error = err.BadRequestError("Method not allowed for this endpoint.", code="method_not_allowed")
-        error.status = 405
-        return error
-    if isinstance(exc, web.HTTPException):
-        generic = err.DejaError(exc.reason or "HTTP error", code=None)
-        generic.status = exc.status
-        generic.type = "invalid_request_error" if exc.status < 500 else "server_error"
-        return generic
-    return err.DejaError("Internal error in deja; see the server log for this request id.", code="internal_error")
-
-
-MODEL_LABEL = web.RequestKey("model_label", str)
-STATUS_LABEL = web.RequestKey("status_label", str)  # set when a stream ends with an in-band error
 
 
 @web.middleware
@@ -82,9 +54,11 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     client_id = request.headers.get("X-Request-Id", "")
     request_id = client_id if _SAFE_ID.match(client_id) else f"req_{uuid.uuid4().hex}"
     request[REQUEST_ID] = request_id
+    started = time.perf_counter()
     route = _route(request)
     metrics = request.app[METRICS]
     status = 499  # the client went away before an answer
+    error: err.DejaError | None = None
     if route != "other":
         metrics.inflight.inc()
     try:
@@ -93,23 +67,49 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     except (web.HTTPSuccessful, web.HTTPRedirection):
         raise
     except Exception as exc:  # every failure becomes OpenAI's error shape
-        error = _as_deja_error(exc)
+        error = err.to_openai_error(exc)
         if error.status >= 500 and not isinstance(exc, err.DejaError | perr.ProviderError):
             log.exception("unhandled error", extra={"request_id": request_id})
-        if error.status >= 500 or isinstance(exc, perr.ProviderError):
-            recent = request.app.get(RECENT_ERRORS)
-            if recent is not None:
-                recent.add(request_id, error.status, error.message)
         response = error_response(error, request_id)
         status = error.status
     finally:
+        outcome = request.get(OUTCOME)
+        if outcome is not None:
+            status, error = outcome.status, outcome.error or error
         if route != "other":
             metrics.inflight.dec()
-            label = request.get(STATUS_LABEL) or str(status)
-            metrics.requests.labels(route=route, model=request.get(MODEL_LABEL, "-"), status=label).inc()
+            metrics.requests.labels(route=route, model=request.get(MODEL_LABEL, "-"), status=str(status)).inc()
+        _remember(request, request_id, status, error)
+        _log(request, request_id, route, status, error, outcome, started)
     if not response.prepared:
         response.headers["X-Deja-Request-Id"] = request_id
+        response.headers["X-Request-Id"] = request_id
     return response
+
+
+def _remember(request: web.Request, request_id: str, status: int, error: err.DejaError | None) -> None:
+    """Failed requests for the status page: server-side failures and upstream ones."""
+    recent = request.app.get(RECENT_ERRORS)
+    if recent is not None and error is not None and (status >= 500 or error.code and "upstream" in error.code):
+        recent.add(request_id, status, error.message)
+
+
+def _log(request: web.Request, request_id: str, route: str, status: int, error: err.DejaError | None,
+         outcome: Outcome | None, started: float) -> None:
+    if request.path.startswith(_QUIET) or request.path == "/":
+        return
+    from router.pipeline.accounting import access_fields
+
+    event: dict[str, Any] = {"request_id": request_id, "method": request.method, "path": request.path,
+                             "route": route, "status": status,
+                             "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+    if outcome is not None:
+        event.update(access_fields(outcome, request.app[SETTINGS].deja.log_prompts))
+    elif error is not None:
+        event["error_type"] = error.code or error.type
+    if error is not None and isinstance(error.__cause__, perr.ProviderError):
+        event["upstream_message"] = error.__cause__.message  # the provider's full words: the log only
+    access_log.info("request", extra={"event": event})
 
 
 def _route(request: web.Request) -> str:

@@ -8,43 +8,51 @@ from typing import Any
 
 from aiohttp import web
 
-from router.appkeys import AUTH, GATEWAY, REDIS_PING, SETTINGS, STORAGE
+from providers.errors import ProviderError
+from router.appkeys import AUTH, CONTEXT, PROVIDER, REDIS_PING, STORAGE
 from router.http import errors as err
-from router.http.middleware import MODEL_LABEL, REQUEST_ID
+from router.http.middleware import OUTCOME, json_response
 from router.http.parsing import EmbeddingRequest, read_json, validate
-from router.pipeline.accounting import Exchange, admit, finish
 
 _CREATED = int(time.time())
 
 
 async def embeddings(request: web.Request) -> web.Response:
-    app = request.app
-    body = await read_json(request, app[SETTINGS].deja.max_body_bytes)
+    """``POST /v1/embeddings``: accept → admit → the provider → account, as the chat flow does."""
+    from router.pipeline.accounting import admit, finish
+    from router.pipeline.chat import accept
+    from router.pipeline.steps import Meter, Outcome
+
+    ctx = request.app[CONTEXT]
+    body = await read_json(request, ctx.settings.max_body_bytes)
     validate(EmbeddingRequest, body)
-    principal = await app[AUTH].authenticate(request.headers)
-    gateway = app[GATEWAY]
-    gateway.check_model(body["model"])
-    request[MODEL_LABEL] = body["model"]
-    app[AUTH].check_model(principal, body["model"])
-    ex = Exchange(request_id=request[REQUEST_ID], route="embeddings", principal=principal, model=body["model"],
-                  end_user=body.get("user") if isinstance(body.get("user"), str) else None)
+    call = await accept(ctx, request, body, route="embeddings", request_body=None)
+    meter = Meter(call.started)
+    admission = error = None
     try:
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        headers = await admit(app, ex, sum(len(str(item)) // 3 + 1 for item in inputs))
-        started = time.perf_counter()
-        data, served = await gateway.embed(body)
-        ex.upstream_seconds = time.perf_counter() - started
-        ex.prompt_tokens_client = ex.prompt_tokens_sent = data["usage"]["prompt_tokens"]
-        ex.cost_usd, ex.deployment, ex.provider = served.cost_usd, served.deployment, served.provider
-        return web.json_response(data, headers={"X-Deja-Request-Id": ex.request_id, **headers})
-    except asyncio.CancelledError:
-        ex.status, ex.error_type = 499, "client_disconnected"
-        raise
-    except Exception as exc:
-        ex.status, ex.error_type = getattr(exc, "status", 502), type(exc).__name__
+        admission = await admit(ctx, call, sum(len(str(item)) // 3 + 1 for item in inputs))
+        meter.upstream_begins()
+        try:
+            data, meter.served = await ctx.provider.embed(body)
+        except ProviderError as exc:
+            meter.upstream_ends()
+            meter.served.deployment = exc.deployment or ctx.provider.first_deployment(call.model)
+            raise
+        meter.upstream_ends()
+        meter.prompt_tokens = int(data["usage"]["prompt_tokens"])
+        meter.cost_usd = meter.served.cost_usd
+        return json_response(data, headers={"X-Deja-Request-Id": call.request_id, "X-Request-Id": call.request_id,
+                                            **admission.headers})
+    except BaseException as exc:
+        error = err.to_openai_error(exc)
+        if isinstance(exc, Exception) and error is not exc:
+            raise error from exc
         raise
     finally:
-        finish(app, ex)
+        outcome = Outcome.build(call, admission=admission, delivery=meter.delivery(), error=error)
+        request[OUTCOME] = outcome
+        finish(ctx, outcome)
 
 
 def _model_card(name: str) -> dict[str, Any]:
@@ -53,14 +61,14 @@ def _model_card(name: str) -> dict[str, Any]:
 
 async def list_models(request: web.Request) -> web.Response:
     principal = await request.app[AUTH].authenticate(request.headers)
-    names = [m for m in request.app[GATEWAY].groups if principal.may_use(m)]
+    names = [m for m in request.app[PROVIDER].groups if principal.may_use(m)]
     return web.json_response({"object": "list", "data": [_model_card(m) for m in names]})
 
 
 async def get_model(request: web.Request) -> web.Response:
     principal = await request.app[AUTH].authenticate(request.headers)
     name = request.match_info["model"]
-    if not request.app[GATEWAY].has_model(name) or not principal.may_use(name):
+    if not request.app[PROVIDER].has_model(name) or not principal.may_use(name):
         raise err.NotFoundError(f"The model `{name}` does not exist or you do not have access to it.",
                                 param="model")
     return web.json_response(_model_card(name))
@@ -81,7 +89,7 @@ async def ready(request: web.Request) -> web.Response:
     redis_ping = app.get(REDIS_PING)
     if redis_ping is not None:
         checks["redis"] = await redis_ping()
-    upstream = await app[GATEWAY].ping()
+    upstream = await app[PROVIDER].ping()
     checks.update({f"upstream:{k}": v for k, v in upstream.items()})
     ok = all(checks.values())
     return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)

@@ -1,85 +1,71 @@
-"""One request's accounting, and what happens once it is answered: usage row, metrics, limiter settlement.
+"""Admission before a request is sent, and its accounting once it is answered.
 
-``Exchange`` collects what the request flow learns step by step; ``finish`` turns it into a ``UsageRecord``
-(queued, written in batches off the hot path), Prometheus observations and the limiter's correction.
+``admit`` asks the key's limiter before anything is spent. ``finish`` turns the request's ``Outcome`` into
+Prometheus observations, one ``UsageRecord`` (queued, written in batches off the hot path) and the limiter's
+settlement. The access-log line and ``deja_requests_total`` are written by the HTTP middleware from the same
+``Outcome`` (``router.http.middleware``), so all four agree on the status.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
-from aiohttp import web
 
-from router.appkeys import LIMITER, METRICS, SETTINGS, USAGE, spawn
-
-if TYPE_CHECKING:
-    from router.auth.keys import Principal
-    from router.limits.memory import Decision
+from router.pipeline.context import Context
+from router.pipeline.steps import Admission, Call, Outcome
+from router.storage import UsageRecord
 
 log = logging.getLogger("deja.access")
 
 
-@dataclass
-class Exchange:
-    request_id: str
-    route: str
-    principal: Principal
-    model: str
-    started: float = field(default_factory=time.perf_counter)
-    ts: float = field(default_factory=time.time)
-    stream: bool = False
-    end_user: str | None = None
-    cache: str = "off"  # exact | semantic | miss | bypass | off
-    similarity: float | None = None
-    prompt_tokens_client: int = 0
-    prompt_tokens_sent: int = 0
-    compression_saved_tokens: int = 0  # by deja's own count, before and after compression
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    saved_cache_usd: float = 0.0
-    saved_compression_usd: float = 0.0
-    deployment: str | None = None
-    provider: str | None = None
-    ttft: float | None = None
-    status: int = 200
-    error_type: str | None = None
-    decision: Decision | None = None
-    estimated_tokens: int = 0
-    request_body: Any = None
-    response_body: Any = None
-    upstream_seconds: float | None = None
-
-    def upstream_failed(self, exc: Exception, started: float, fallback_deployment: str | None) -> None:
-        """Attribute a failed provider call to its deployment, for the per-deployment metrics."""
-        self.upstream_seconds = time.perf_counter() - started
-        self.deployment = self.deployment or getattr(exc, "deployment", None) or fallback_deployment
-
-    def first_token(self) -> None:
-        if self.ttft is None:
-            self.ttft = time.perf_counter() - self.started
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-
-async def admit(app: web.Application, ex: Exchange, estimated_tokens: int) -> dict[str, str]:
+async def admit(ctx: Context, call: Call, estimated_tokens: int) -> Admission:
     """Check the key's limits before anything is sent; raise the 429/503, or return the rate-limit headers."""
-    limits = ex.principal.limits
+    limits = call.principal.limits
     if limits.unlimited:
-        return {}
-    ex.estimated_tokens = estimated_tokens
-    decision = await app[LIMITER].admit(ex.principal.key_id or "anonymous", limits,
-                                        estimated_tokens=estimated_tokens)
+        return Admission(headers={})
+    decision = await ctx.limiter.admit(call.principal.key_id or "anonymous", limits,
+                                       estimated_tokens=estimated_tokens)
     if not decision.allowed:
-        app[METRICS].ratelimit_rejections.labels(limit=decision.limit or "unknown").inc()
+        ctx.metrics.ratelimit_rejections.labels(limit=decision.limit or "unknown").inc()
         decision.raise_for_denial()
-    ex.decision = decision
-    return dict(decision.headers)
+    return Admission(headers=dict(decision.headers), decision=decision, estimated_tokens=estimated_tokens)
+
+
+def finish(ctx: Context, outcome: Outcome) -> None:
+    """Account for the request. Never raises, never awaits: safe in ``finally`` even when the client went away."""
+    try:
+        _observe(ctx, outcome)
+        _record(ctx, outcome)
+        _settle(ctx, outcome)
+    except Exception:  # accounting must never turn an answered request into a failure
+        log.exception("could not record request %s", outcome.call.request_id)
+
+
+def _observe(ctx: Context, o: Outcome) -> None:
+    metrics = ctx.metrics
+    model, cache = o.call.model, o.cache
+    metrics.duration.labels(route=o.call.route, model=model, cache=cache).observe(o.elapsed)
+    ttft = o.delivery.ttft if o.delivery is not None else None
+    if ttft is not None and o.call.stream:
+        metrics.ttft.labels(model=model, cache=cache).observe(ttft)
+    source = "cache" if o.hit else "upstream"
+    if o.status < 400:
+        metrics.tokens.labels(kind="prompt", source=source).inc(o.prompt_tokens_client if o.hit
+                                                                 else o.prompt_tokens_sent)
+        metrics.tokens.labels(kind="completion", source=source).inc(o.completion_tokens)
+    if o.hit and o.delivery is not None:
+        metrics.tokens_saved.labels(by="cache").inc(o.prompt_tokens_client + o.completion_tokens)
+        metrics.cost_saved.labels(by="cache").inc(o.delivery.saved_cache_usd)
+    elif o.status < 400 and o.compressed is not None:
+        metrics.tokens_saved.labels(by="compression").inc(o.compressed.saved_tokens)
+        metrics.cost_saved.labels(by="compression").inc(o.compressed.saved_usd)
+    metrics.cost.inc(o.cost_usd)
+    delivery = o.delivery
+    if delivery is not None and delivery.served.deployment and delivery.upstream_seconds is not None:
+        metrics.upstream.labels(deployment=delivery.served.deployment, status=str(o.status)).inc()
+        metrics.upstream_duration.labels(deployment=delivery.served.deployment).observe(delivery.upstream_seconds)
 
 
 def _body_text(value: Any) -> str | None:
@@ -88,76 +74,43 @@ def _body_text(value: Any) -> str | None:
     return value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
 
 
-def finish(app: web.Application, ex: Exchange) -> None:
-    """Record the exchange. Never raises, never awaits: safe in ``finally`` even when the client went away."""
-    try:
-        _observe(app, ex)
-        _record(app, ex)
-        _settle(app, ex)
-        _log(app, ex)
-    except Exception:  # accounting must never turn an answered request into a failure
-        log.exception("could not record request %s", ex.request_id)
-
-
-def _observe(app: web.Application, ex: Exchange) -> None:
-    metrics = app[METRICS]
-    model, cache = ex.model, ex.cache
-    metrics.duration.labels(route=ex.route, model=model, cache=cache).observe(ex.elapsed)
-    if ex.ttft is not None and ex.stream:
-        metrics.ttft.labels(model=model, cache=cache).observe(ex.ttft)
-    hit = cache in ("exact", "semantic")
-    source = "cache" if hit else "upstream"
-    if ex.status < 400:
-        metrics.tokens.labels(kind="prompt", source=source).inc(ex.prompt_tokens_sent if not hit
-                                                                  else ex.prompt_tokens_client)
-        metrics.tokens.labels(kind="completion", source=source).inc(ex.completion_tokens)
-    if hit:
-        metrics.tokens_saved.labels(by="cache").inc(ex.prompt_tokens_client + ex.completion_tokens)
-        metrics.cost_saved.labels(by="cache").inc(ex.saved_cache_usd)
-    elif ex.status < 400:
-        metrics.tokens_saved.labels(by="compression").inc(ex.compression_saved_tokens)
-        metrics.cost_saved.labels(by="compression").inc(ex.saved_compression_usd)
-    metrics.cost.inc(ex.cost_usd)
-    if ex.deployment and ex.upstream_seconds is not None:
-        metrics.upstream.labels(deployment=ex.deployment, status=str(ex.status)).inc()
-        metrics.upstream_duration.labels(deployment=ex.deployment).observe(ex.upstream_seconds)
-
-
-def _record(app: web.Application, ex: Exchange) -> None:
-    writer = app.get(USAGE)
+def _record(ctx: Context, o: Outcome) -> None:
+    writer = ctx.usage
     if writer is None:
         return
-    from router.storage import UsageRecord
-
-    store = app[SETTINGS].deja.usage.store_messages
+    store = ctx.settings.usage.store_messages
+    call, delivery = o.call, o.delivery
     writer.submit(UsageRecord(
-        request_id=ex.request_id, ts=ex.ts, route=ex.route, key_id=ex.principal.key_id,
-        tenant=ex.principal.tenant, end_user=ex.end_user, model=ex.model, deployment=ex.deployment,
-        provider=ex.provider, cache=ex.cache, similarity=ex.similarity,
-        prompt_tokens_client=ex.prompt_tokens_client, prompt_tokens_sent=ex.prompt_tokens_sent,
-        completion_tokens=ex.completion_tokens, cost_usd=ex.cost_usd, saved_cache_usd=ex.saved_cache_usd,
-        saved_compression_usd=ex.saved_compression_usd, latency_ms=ex.elapsed * 1000,
-        ttft_ms=None if ex.ttft is None else ex.ttft * 1000, status=ex.status, error_type=ex.error_type,
-        stream=ex.stream, request_body=_body_text(ex.request_body) if store else None,
-        response_body=_body_text(ex.response_body) if store else None))
-    app[METRICS].usage_queue.set(writer.depth)
+        request_id=call.request_id, ts=call.ts, route=call.route, key_id=call.principal.key_id,
+        tenant=call.principal.tenant, end_user=call.end_user, model=call.model, deployment=o.deployment,
+        provider=delivery.served.provider if delivery is not None else None, cache=o.cache,
+        similarity=delivery.similarity if delivery is not None else None,
+        prompt_tokens_client=o.prompt_tokens_client, prompt_tokens_sent=o.prompt_tokens_sent,
+        completion_tokens=o.completion_tokens, cost_usd=o.cost_usd,
+        saved_cache_usd=delivery.saved_cache_usd if delivery is not None else 0.0,
+        saved_compression_usd=o.compressed.saved_usd if o.compressed is not None else 0.0,
+        latency_ms=o.elapsed * 1000,
+        ttft_ms=None if delivery is None or delivery.ttft is None else delivery.ttft * 1000,
+        status=o.status, error_type=o.error_type, stream=call.stream,
+        request_body=_body_text(call.request_body) if store else None,
+        response_body=_body_text(delivery.response if delivery is not None else None) if store else None))
+    ctx.metrics.usage_queue.set(writer.depth)
 
 
-def _settle(app: web.Application, ex: Exchange) -> None:
-    decision = ex.decision
+def _settle(ctx: Context, o: Outcome) -> None:
+    decision = o.admission.decision if o.admission is not None else None
     if decision is None or decision.reservation is None:
         return
-    hit = ex.cache in ("exact", "semantic")
-    actual = 0 if hit else ex.prompt_tokens_sent + ex.completion_tokens
-    limiter = app[LIMITER]
-    spawn(app, limiter.settle(ex.principal.key_id or "", ex.principal.limits, decision,
-                              actual_tokens=actual, cost_usd=ex.cost_usd))
+    actual = 0 if o.hit else o.prompt_tokens_sent + o.completion_tokens
+    principal = o.call.principal
+    ctx.spawn(ctx.limiter.settle(principal.key_id or "", principal.limits, decision, actual_tokens=actual,
+                                 cost_usd=o.cost_usd))
 
 
-def _log(app: web.Application, ex: Exchange) -> None:
-    log.info("request", extra={"event": {
-        "request_id": ex.request_id, "key_id": ex.principal.key_id, "tenant": ex.principal.tenant,
-        "route": ex.route, "model": ex.model, "cache": ex.cache, "status": ex.status, "stream": ex.stream,
-        "latency_ms": round(ex.elapsed * 1000, 2), "prompt_tokens": ex.prompt_tokens_sent,
-        "completion_tokens": ex.completion_tokens, "error_type": ex.error_type,
-        **({"prompt": ex.request_body} if app[SETTINGS].deja.log_prompts and ex.request_body else {})}})
+def access_fields(o: Outcome, log_prompts: bool) -> dict[str, Any]:
+    """What the access-log line says of a request the pipeline handled (the middleware adds the rest)."""
+    call = o.call
+    return {"key_id": call.principal.key_id, "tenant": call.principal.tenant, "model": call.model,
+            "cache": o.cache, "stream": call.stream, "prompt_tokens": o.prompt_tokens_sent,
+            "completion_tokens": o.completion_tokens, "error_type": o.error_type,
+            **({"prompt": call.request_body} if log_prompts and call.request_body else {})}

@@ -1,72 +1,92 @@
-"""``POST /v1/chat/completions``: the request flow, top to bottom.
+"""``POST /v1/chat/completions``: the request flow, top to bottom, in ``chat_completions``.
 
-parse → authenticate → compress → admit → look up the cache → (hit: answer) → route → stream back → finish.
-Each step is a call into the package that owns it.
+parse → authenticate (``accept``) → compress → admit → look up the cache → serve the hit, or call the upstream
+(JSON or a stream) → account. Each step is a call into the package that owns it and returns a typed value
+(``router.pipeline.steps``); the usage row, metrics and log line are built once, from those values, at the end.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 from aiohttp import web
 
-from cache import CacheUnavailableError, LookupResult, Scope, build_scope
-from compression import (
-    CompressionError,
-    CompressionOptions,
-    CompressionReport,
-    Level,
-    compress,
-    count_text_tokens,
-    parse_level,
-)
+from compression import CompressionError, CompressionOptions, Level, compress, count_text_tokens, parse_level
 from providers.errors import ProviderError
-from providers.gateway import Served
-from router.appkeys import AUTH, CACHE, EMBEDDER, GATEWAY, METRICS, SETTINGS, spawn
+from providers.interface import Served
+from router.appkeys import CONTEXT
 from router.http import errors as err
-from router.http.middleware import MODEL_LABEL, REQUEST_ID, STATUS_LABEL, json_response, provider_error
+from router.http.middleware import MODEL_LABEL, OUTCOME, REQUEST_ID, json_response
 from router.http.parsing import ChatRequest, read_json, validate
 from router.http.sse import SSEWriter, StreamAccumulator, fresh_identity, replay_chunks
-from router.pipeline.accounting import Exchange, admit, finish
-from router.pipeline.cache_controls import CacheControls, cache_headers, parse_cache_controls
+from router.pipeline import cache_step
+from router.pipeline.accounting import admit, finish
+from router.pipeline.cache_controls import cache_headers, parse_cache_controls
+from router.pipeline.context import Context
+from router.pipeline.steps import Admission, Call, Compressed, Delivery, Lookup, Meter, Outcome
+
+_COMPLETE = ("stop", "length", "tool_calls")
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    settings = app[SETTINGS].deja
-    body = await read_json(request, settings.max_body_bytes)
+    ctx = request.app[CONTEXT]
+    body = await read_json(request, ctx.settings.max_body_bytes)
     validate(ChatRequest, body)
-    principal = await app[AUTH].authenticate(request.headers)
-    model = body["model"]
-    app[GATEWAY].check_model(model)
-    request[MODEL_LABEL] = model
-    app[AUTH].check_model(principal, model)
+    call = await accept(ctx, request, body, route="chat", request_body=body.get("messages"))
     controls = parse_cache_controls(request.headers)
-    ex = Exchange(request_id=request[REQUEST_ID], route="chat", principal=principal, model=model,
-                  stream=bool(body.get("stream")), end_user=body.get("user") if isinstance(body.get("user"), str)
-                  else None, request_body=body.get("messages"))
+    compressed: Compressed | None = None
+    admission: Admission | None = None
+    lookup: Lookup | None = None
+    delivery: Delivery | None = None
+    error: err.DejaError | None = None
+    meter = Meter(call.started)
     try:
-        return await _answer(request, body, ex, controls)
-    except asyncio.CancelledError:
-        ex.status, ex.error_type = 499, "client_disconnected"
-        raise
-    except Exception as exc:
-        error = provider_error(exc) if isinstance(exc, ProviderError) else exc
-        ex.status = getattr(error, "status", 500)
-        ex.error_type = type(exc).__name__
+        compressed = await compress_step(ctx, request, call, body)
+        admission = await admit(ctx, call, completion_budget(ctx, compressed))
+        lookup = await cache_step.look_up(ctx, call, compressed.body, controls)
+        headers = answer_headers(call, compressed, admission)
+        if lookup.hit:
+            response, delivery = await serve_hit(ctx, request, call, compressed, lookup, headers)
+            return response
+        headers["X-Deja-Cache"] = "bypass" if lookup.label in ("bypass", "off") else "miss"
+        if call.stream:
+            return await stream_miss(ctx, request, call, compressed, lookup, headers, meter)
+        return await json_miss(ctx, call, compressed, lookup, headers, meter)
+    except BaseException as exc:
+        error = err.to_openai_error(exc)
+        if isinstance(exc, Exception) and error is not exc:
+            raise error from exc
         raise
     finally:
-        finish(app, ex)
+        if delivery is None and lookup is not None and not lookup.hit:
+            delivery = meter.delivery()
+        outcome = Outcome.build(call, compressed=compressed, admission=admission, lookup=lookup, delivery=delivery,
+                                error=error)
+        request[OUTCOME] = outcome
+        finish(ctx, outcome)
 
 
-def _level(request: web.Request, ex: Exchange) -> Level:
+async def accept(ctx: Context, request: web.Request, body: dict[str, Any], *, route: str,
+                 request_body: Any) -> Call:
+    """Authenticate and check the model: the ``Call`` every later step refers to."""
+    principal = await ctx.auth.authenticate(request.headers)
+    model = body["model"]
+    ctx.provider.check_model(model)
+    request[MODEL_LABEL] = model
+    ctx.auth.check_model(principal, model)
+    user = body.get("user")
+    return Call(request_id=request[REQUEST_ID], route=route, principal=principal, model=model,
+                stream=bool(body.get("stream")), end_user=user if isinstance(user, str) else None,
+                request_body=request_body)
+
+
+def _level(ctx: Context, request: web.Request, call: Call) -> Level:
     """The header wins, then the key's ``metadata.compression``, then the model group's, then the default."""
-    compression = request.app[SETTINGS].deja.compression
-    default = parse_level(compression.per_model.get(ex.model, compression.default), Level.LOSSLESS)
+    compression = ctx.settings.compression
+    default = parse_level(compression.per_model.get(call.model, compression.default), Level.LOSSLESS)
     chosen = [(request.headers.get("X-Deja-Compression"), "X-Deja-Compression"),
-              (ex.principal.metadata.get("compression"), "metadata.compression")]
+              (call.principal.metadata.get("compression"), "metadata.compression")]
     for value, where in chosen:
         if value is not None:
             try:
@@ -76,158 +96,102 @@ def _level(request: web.Request, ex: Exchange) -> Level:
     return default
 
 
-async def _compress(request: web.Request, body: dict[str, Any], ex: Exchange) -> tuple[dict, CompressionReport]:
-    settings = request.app[SETTINGS].deja.compression
-    embedder = request.app.get(EMBEDDER)
+async def compress_step(ctx: Context, request: web.Request, call: Call, body: dict[str, Any]) -> Compressed:
+    settings = ctx.settings.compression
     options = CompressionOptions(auto_min_tokens=settings.auto_min_tokens, auto_ratio=settings.auto_ratio,
                                  auto_scorer=settings.auto_scorer)
-    messages, report = await compress(body["messages"], level=_level(request, ex), model=ex.model,
-                                      embed=embedder.embed if embedder is not None else None, options=options)
-    ex.prompt_tokens_client, ex.prompt_tokens_sent = report.tokens_original, report.tokens_sent
-    ex.compression_saved_tokens = max(0, report.tokens_original - report.tokens_sent)
+    embed = ctx.embedder.embed if ctx.embedder is not None else None
+    messages, report = await compress(body["messages"], level=_level(ctx, request, call), model=call.model,
+                                      embed=embed, options=options)
     sent = body if messages is body["messages"] else {**body, "messages": messages}
-    return sent, report
+    saved = max(0, report.tokens_original - report.tokens_sent)
+    saved_usd = ctx.provider.cost(Served(), call.model, saved, 0) if saved else 0.0
+    return Compressed(body=sent, tokens_original=report.tokens_original, tokens_sent=report.tokens_sent,
+                      saved_usd=saved_usd)
 
 
-async def _admit(request: web.Request, ex: Exchange, body: dict[str, Any]) -> dict[str, str]:
-    default_completion = request.app[SETTINGS].deja.limits.default_max_tokens
-    completion = body.get("max_completion_tokens") or body.get("max_tokens") or default_completion
-    return await admit(request.app, ex, ex.prompt_tokens_sent + int(completion) * int(body.get("n") or 1))
+def completion_budget(ctx: Context, compressed: Compressed) -> int:
+    """Tokens to reserve against the key's limits: the prompt plus the most the answer may take."""
+    body = compressed.body
+    completion = body.get("max_completion_tokens") or body.get("max_tokens") or ctx.settings.limits.default_max_tokens
+    return compressed.tokens_sent + int(completion) * int(body.get("n") or 1)
 
 
-async def _lookup(request: web.Request, body: dict[str, Any], ex: Exchange,
-                  controls: CacheControls) -> tuple[Scope | None, str | None, LookupResult | None]:
-    cache = request.app.get(CACHE)
-    if cache is None or controls.no_store:
-        ex.cache = "bypass" if cache is not None else "off"
-        return None, None, None
-    scope, query = build_scope(body, tenant=ex.principal.tenant, namespace=controls.namespace)
-    if controls.no_cache:
-        ex.cache = "bypass"
-        return scope, query, None
-    metrics = request.app[METRICS]
-    try:
-        threshold = controls.threshold
-        if threshold is None:
-            threshold = request.app[SETTINGS].deja.cache.threshold  # None: the verifier's calibrated floor
-        result = await cache.lookup(scope, body, query, threshold=threshold)
-    except CacheUnavailableError:
-        metrics.cache_errors.inc()
-        metrics.cache_lookups.labels(result="error").inc()
-        ex.cache = "bypass"
-        return None, None, None
-    if result.best_similarity is not None:
-        metrics.cache_similarity.observe(result.best_similarity)
-    metrics.cache_lookups.labels(result=result.kind).inc()
-    ex.cache = result.kind
-    return scope, query, result
+def answer_headers(call: Call, compressed: Compressed, admission: Admission) -> dict[str, str]:
+    return {"X-Deja-Request-Id": call.request_id, "X-Request-Id": call.request_id,
+            "X-Deja-Prompt-Tokens-Original": str(compressed.tokens_original),
+            "X-Deja-Prompt-Tokens-Sent": str(compressed.tokens_sent), **admission.headers}
 
 
-async def _answer(request: web.Request, body: dict[str, Any], ex: Exchange,
-                  controls: CacheControls) -> web.StreamResponse:
-    sent, report = await _compress(request, body, ex)
-    headers = {"X-Deja-Request-Id": ex.request_id,
-               "X-Deja-Prompt-Tokens-Original": str(report.tokens_original),
-               "X-Deja-Prompt-Tokens-Sent": str(report.tokens_sent)}
-    headers.update(await _admit(request, ex, sent))
-    scope, query, result = await _lookup(request, sent, ex, controls)
-    gateway = request.app[GATEWAY]
-    if ex.compression_saved_tokens:
-        served_guess = Served(litellm_model=gateway.litellm_model(ex.model))
-        ex.saved_compression_usd = gateway.cost(served_guess, ex.model, ex.compression_saved_tokens, 0)
-    if result is not None and result.entry is not None:
-        return await _serve_hit(request, body, ex, result, headers)
-    headers["X-Deja-Cache"] = "bypass" if ex.cache in ("bypass", "off") else "miss"
-    store = None
-    if scope is not None and not controls.no_store:
-        store = (scope, query, controls.ttl)
-    if body.get("stream"):
-        return await _stream_miss(request, sent, ex, headers, store)
-    return await _json_miss(request, sent, ex, headers, store)
-
-
-async def _serve_hit(request: web.Request, body: dict[str, Any], ex: Exchange, result: LookupResult,
-                     headers: dict[str, str]) -> web.StreamResponse:
-    entry = result.entry
-    assert entry is not None
+async def serve_hit(ctx: Context, request: web.Request, call: Call, compressed: Compressed, lookup: Lookup,
+                    headers: dict[str, str]) -> tuple[web.StreamResponse, Delivery]:
+    result = lookup.result
+    assert result is not None and result.entry is not None
     headers.update(cache_headers(result, time.time()))
-    response = entry.response
-    usage = response.get("usage") or {}
-    ex.similarity = result.similarity
-    ex.completion_tokens = int(usage.get("completion_tokens") or 0)
-    ex.saved_cache_usd = request.app[GATEWAY].cost(Served(), ex.model, ex.prompt_tokens_sent, ex.completion_tokens)
-    ex.response_body = response
+    response = result.entry.response
+    completion_tokens = int((response.get("usage") or {}).get("completion_tokens") or 0)
+    delivery = Delivery(served=Served(), completion_tokens=completion_tokens, similarity=result.similarity,
+                        saved_cache_usd=ctx.provider.cost(Served(), call.model, compressed.tokens_sent,
+                                                          completion_tokens),
+                        ttft=time.perf_counter() - call.started, response=response)
+    body = compressed.body
     if not body.get("stream"):
         cid, created = fresh_identity(response)
-        ex.first_token()
-        return json_response({**response, "id": cid, "created": created}, headers=headers)
+        return json_response({**response, "id": cid, "created": created}, headers=headers), delivery
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     writer = SSEWriter(request, headers)
     for chunk in replay_chunks(response, include_usage=include_usage):
         await writer.send(chunk)
-        ex.first_token()
     await writer.done()
-    return writer.response
+    return writer.response, delivery
 
 
-def _store(request: web.Request, store: tuple[Scope, str | None, float | None] | None, body: dict[str, Any],
-           response: dict[str, Any]) -> None:
-    cache = request.app.get(CACHE)
-    if store is None or cache is None:
-        return
-    scope, query, ttl = store
-
-    async def run() -> None:
-        try:
-            await cache.store(scope, body, query, response, ttl_seconds=ttl)
-        except CacheUnavailableError:
-            request.app[METRICS].cache_errors.inc()
-
-    spawn(request.app, run())
-
-
-def _account(request: web.Request, ex: Exchange, served: Served, usage: dict[str, Any] | None,
-             completion_text: str) -> None:
-    gateway = request.app[GATEWAY]
+def _account(ctx: Context, call: Call, meter: Meter, usage: dict[str, Any] | None, completion_text: str) -> None:
     if usage:
-        ex.prompt_tokens_sent = int(usage.get("prompt_tokens") or ex.prompt_tokens_sent)
-        ex.completion_tokens = int(usage.get("completion_tokens") or 0)
+        meter.prompt_tokens = int(usage.get("prompt_tokens") or meter.prompt_tokens or 0)
+        meter.completion_tokens = int(usage.get("completion_tokens") or 0)
     else:
-        ex.completion_tokens = count_text_tokens(completion_text, ex.model) if completion_text else 0
-    ex.deployment, ex.provider = served.deployment or ex.deployment, served.provider
-    ex.cost_usd = gateway.cost(served, ex.model, ex.prompt_tokens_sent, ex.completion_tokens)
+        meter.completion_tokens = count_text_tokens(completion_text, call.model) if completion_text else 0
+    meter.cost_usd = ctx.provider.cost(meter.served, call.model, meter.prompt_tokens or 0, meter.completion_tokens)
 
 
-async def _json_miss(request: web.Request, body: dict[str, Any], ex: Exchange, headers: dict[str, str],
-                     store: tuple[Scope, str | None, float | None] | None) -> web.StreamResponse:
-    started = time.perf_counter()
-    gateway = request.app[GATEWAY]
+def _failed(ctx: Context, call: Call, meter: Meter, exc: ProviderError) -> None:
+    """Attribute a failed provider call to its deployment, for the per-deployment metrics."""
+    meter.upstream_ends()
+    if meter.served.deployment is None:
+        meter.served.deployment = exc.deployment or ctx.provider.first_deployment(call.model)
+
+
+async def json_miss(ctx: Context, call: Call, compressed: Compressed, lookup: Lookup, headers: dict[str, str],
+                    meter: Meter) -> web.StreamResponse:
+    meter.upstream_begins()
     try:
-        data, served = await gateway.complete(body)
+        data, served = await ctx.provider.complete(compressed.body)
     except ProviderError as exc:
-        ex.upstream_failed(exc, started, gateway.first_deployment(ex.model))
+        _failed(ctx, call, meter, exc)
         raise
-    ex.upstream_seconds = time.perf_counter() - started
-    ex.first_token()
-    _account(request, ex, served, data.get("usage"), "")
-    ex.response_body = data
-    if data.get("choices") and all(c.get("finish_reason") in ("stop", "length", "tool_calls")
-                                   for c in data["choices"]):
-        _store(request, store, body, data)
+    meter.upstream_ends()
+    meter.served = served
+    meter.first_token()
+    meter.prompt_tokens = compressed.tokens_sent
+    _account(ctx, call, meter, data.get("usage"), "")
+    meter.response = data
+    if data.get("choices") and all(c.get("finish_reason") in _COMPLETE for c in data["choices"]):
+        cache_step.store(ctx, lookup, compressed.body, data)
     return json_response(data, headers=headers)
 
 
-async def _stream_miss(request: web.Request, body: dict[str, Any], ex: Exchange, headers: dict[str, str],
-                       store: tuple[Scope, str | None, float | None] | None) -> web.StreamResponse:
-    app = request.app
+async def stream_miss(ctx: Context, request: web.Request, call: Call, compressed: Compressed, lookup: Lookup,
+                      headers: dict[str, str], meter: Meter) -> web.StreamResponse:
+    body = compressed.body
     client_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     upstream_body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
-    served = Served()
     writer = SSEWriter(request, headers)
     acc = StreamAccumulator()
-    started = time.perf_counter()
-    source = app[GATEWAY].stream(upstream_body, served)
-    writer.start_heartbeat(app[SETTINGS].deja.keepalive_seconds)
+    meter.prompt_tokens = compressed.tokens_sent
+    meter.upstream_begins()
+    source = ctx.provider.stream(upstream_body, meter.served)
+    writer.start_heartbeat(ctx.settings.keepalive_seconds)
     try:
         async for item in source:
             acc.feed(item)
@@ -237,25 +201,24 @@ async def _stream_miss(request: web.Request, body: dict[str, Any], ex: Exchange,
             elif "usage" in item and not client_usage:
                 item = {k: v for k, v in item.items() if k != "usage"}
             if item["choices"] and any(c["delta"] for c in item["choices"]):
-                ex.first_token()
+                meter.first_token()
             await writer.send(item)
     except ProviderError as exc:
-        ex.upstream_failed(exc, started, served.deployment or app[GATEWAY].first_deployment(ex.model))
-        error = provider_error(exc)
+        _failed(ctx, call, meter, exc)
         if not writer.prepared:
             raise
-        ex.status, ex.error_type = 502, type(exc).__name__
-        request[STATUS_LABEL] = str(error.status)
-        await writer.error(error.body())
+        meter.error = err.to_openai_error(exc)  # the headers went out: the error goes in-band
+        meter.error.__cause__ = exc
+        await writer.error(meter.error.body())
         return writer.response
     finally:
         writer.stop_heartbeat()
         await source.aclose()  # a client gone mid-stream: the upstream connection is closed now, not at GC
-        if ex.upstream_seconds is None:
-            ex.upstream_seconds = time.perf_counter() - started
-        _account(request, ex, served, acc.usage, acc.text)
-        ex.response_body = acc.completion() if acc.choices else None
+        meter.upstream_ends()
+        _account(ctx, call, meter, acc.usage, acc.text)
+        meter.response = acc.completion() if acc.choices else None
     await writer.done()
     if acc.cacheable:
-        _store(request, store, body, acc.completion())
+        cache_step.store(ctx, lookup, body, acc.completion())
     return writer.response
+

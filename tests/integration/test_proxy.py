@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from providers.fake_openai import Behaviour, FakeOpenAI
-from router.appkeys import GATEWAY
+from router.appkeys import PROVIDER
 from tests.integration.harness import Deja, make_settings, start_deja
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
@@ -33,7 +33,7 @@ def direct(request: pytest.FixtureRequest) -> bool:
 async def deja(tmp_path: Path, upstream: FakeOpenAI, direct: bool) -> AsyncIterator[Deja]:
     server = await start_deja(make_settings(tmp_path, upstream, cache={"semantic": False},
                                             max_body_bytes=64 * 1024, direct_openai=direct))
-    assert server.app[GATEWAY].router.is_direct("gpt-4o-mini") is direct
+    assert server.app[PROVIDER].router.is_direct("gpt-4o-mini") is direct
     yield server
     await server.close()
 

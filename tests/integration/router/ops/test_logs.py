@@ -75,8 +75,12 @@ async def test_one_json_line_per_request_without_secrets_or_prompts(
     refused = await chat(session, deja.url, PROMPT, key="sk-deja-wrong-secret-123456")
     assert (ok.status, failed.status, refused.status) == (200, 502, 401)
     text = stream.getvalue()
-    lines = request_lines(stream)
+    every = request_lines(stream)
+    assert [line["path"] for line in every] == ["/admin/keys"] + ["/v1/chat/completions"] * 3  # 4xx included
+    lines = every[1:3]
     assert [line["request_id"] for line in lines] == [ok.headers["X-Deja-Request-Id"], "ops-42"]
+    refused_id = {k.lower(): v for k, v in refused.headers.items()}["x-request-id"]
+    assert (every[3]["status"], every[3]["request_id"]) == (401, refused_id)
     first, second = lines
     assert first["key_id"] == key["id"] and first["tenant"] == "default"
     assert (first["model"], first["cache"], first["status"], first["route"]) == (MODEL, "miss", 200, "chat")

@@ -1,0 +1,49 @@
+"""The cache's step in the request flow: look up (``look_up`` → ``Lookup``) and, after a complete fresh answer,
+store in the background (``store``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cache import CacheUnavailableError, build_scope
+from router.pipeline.cache_controls import CacheControls
+from router.pipeline.context import Context
+from router.pipeline.steps import Call, Lookup
+
+
+async def look_up(ctx: Context, call: Call, body: dict[str, Any], controls: CacheControls) -> Lookup:
+    cache = ctx.cache
+    if cache is None:
+        return Lookup("off")
+    if controls.no_store:
+        return Lookup("bypass")
+    scope, query = build_scope(body, tenant=call.principal.tenant, namespace=controls.namespace)
+    if controls.no_cache:
+        return Lookup("bypass", scope=scope, query=query, store_ttl=controls.ttl)
+    metrics = ctx.metrics
+    threshold = controls.threshold if controls.threshold is not None else ctx.settings.cache.threshold
+    try:
+        result = await cache.lookup(scope, body, query, threshold=threshold)
+    except CacheUnavailableError:
+        metrics.cache_errors.inc()
+        metrics.cache_lookups.labels(result="error").inc()
+        return Lookup("bypass")
+    if result.best_similarity is not None:
+        metrics.cache_similarity.observe(result.best_similarity)
+    metrics.cache_lookups.labels(result=result.kind).inc()
+    return Lookup(result.kind, result=result, scope=scope, query=query, store_ttl=controls.ttl)
+
+
+def store(ctx: Context, lookup: Lookup, body: dict[str, Any], response: dict[str, Any]) -> None:
+    """Store a complete answer off the response path (a client going away cannot cancel it)."""
+    cache, scope = ctx.cache, lookup.scope
+    if cache is None or scope is None:
+        return
+
+    async def run() -> None:
+        try:
+            await cache.store(scope, body, lookup.query, response, ttl_seconds=lookup.store_ttl)
+        except CacheUnavailableError:
+            ctx.metrics.cache_errors.inc()
+
+    ctx.spawn(run())
