@@ -6,7 +6,6 @@ import asyncio
 import ipaddress
 import logging
 import os
-import signal
 from typing import Any
 
 from aiohttp import web
@@ -17,8 +16,10 @@ from router.config import ConfigError, Settings
 from router.http import admin
 from router.http import openai as openai_routes
 from router.http.middleware import request_middleware
+from router.http.wire import DejaRunner
 from router.ops import status
 from router.ops.metrics import Metrics
+from router.ops.shutdown import Shutdown
 from router.pipeline import chat
 from router.resources import (
     background_ctx,
@@ -31,6 +32,7 @@ from router.resources import (
 )
 
 log = logging.getLogger("deja")
+DRAIN_SECONDS = 30.0  # in-flight requests get this long after SIGTERM; the process is gone 5 s later at most
 
 
 def create_app(settings: Settings, *, embedder: Any = None, db_schema: str | None = None,
@@ -96,13 +98,15 @@ async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = 
     check_bind(settings, host)
     # Signals first: a SIGTERM while start-up runs (connecting storage, loading models) lets start-up finish,
     # then shuts down cleanly, instead of killing the process half-initialised.
+    # The signals go to a thread of their own (router.ops.shutdown): SIGTERM stops deja within the drain time
+    # even if the event loop were stuck.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    shutdown = Shutdown(loop, stop, DRAIN_SECONDS)
+    shutdown.install()
     log.info("deja starting (pid %d, %s event loop)", os.getpid(), type(loop).__module__.split(".")[0])
     app = create_app(settings)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=30)
+    runner = DejaRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=DRAIN_SECONDS)
     await runner.setup()
     try:
         if not stop.is_set():
@@ -117,3 +121,4 @@ async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = 
     finally:
         log.info("deja shutting down: finishing requests and draining the usage queue")
         await runner.cleanup()
+        shutdown.finished()
