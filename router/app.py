@@ -15,6 +15,7 @@ from router.appkeys import DB_SCHEMA, EMBEDDER_OVERRIDE, METRICS, PROVIDER_OVERR
 from router.config import ConfigError, Settings
 from router.http import admin
 from router.http import openai as openai_routes
+from router.http.inflight import inflight_middleware, limit_malloc_arenas, make_budget
 from router.http.middleware import request_middleware
 from router.http.wire import DejaRunner
 from router.ops import status
@@ -39,7 +40,9 @@ def create_app(settings: Settings, *, embedder: Any = None, db_schema: str | Non
                provider: Provider | None = None) -> web.Application:
     """Build the app. ``embedder`` shares an already loaded embedder; ``db_schema`` picks a PostgreSQL schema;
     ``provider`` replaces LiteLLM's Router by an in-process ``Provider`` (the pipeline's unit tests)."""
-    app = web.Application(client_max_size=settings.deja.max_body_bytes, middlewares=[request_middleware])
+    max_body = settings.deja.max_body_bytes
+    app = web.Application(client_max_size=max_body, middlewares=[request_middleware, inflight_middleware(max_body)])
+    make_budget(app, settings.deja.inflight_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[RECENT_ERRORS] = status.RecentErrors()
@@ -89,6 +92,7 @@ def run_server(settings: Settings, host: str, port: int, *, reuse_port: bool = F
             factory = uvloop.new_event_loop
         except ImportError:  # a platform without uvloop (Windows): asyncio's loop works the same, only slower
             log.warning("uvloop is not installed; using asyncio's event loop")
+    limit_malloc_arenas()  # before any thread starts: a burst's freed memory is not kept in per-thread arenas
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve(settings, host, port, reuse_port=reuse_port))
 
