@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from router.appkeys import METRICS
 from router.http import errors as err
 
 log = logging.getLogger("deja.http")
@@ -76,12 +77,13 @@ class BodyBudget:
             return 0
         return min(size, self.max_bytes)
 
-    async def acquire(self, n: int) -> None:
+    async def acquire(self, n: int) -> bool:
+        """Hold ``n`` bytes; True when it had to wait. ``TimeoutError`` after ``wait_seconds``."""
         if n == 0:
-            return
+            return False
         if not self._waiters and self.used + n <= self.max_bytes:
             self.used += n
-            return
+            return False
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((n, waiter))
         self.waited += 1
@@ -95,6 +97,7 @@ class BodyBudget:
                 self._waiters = deque(w for w in self._waiters if w[1] is not waiter)
                 self._grant()
             raise
+        return True
 
     def release(self, n: int) -> None:
         if n == 0:
@@ -134,13 +137,15 @@ def inflight_middleware(max_body: int) -> Middleware:
         n = budget.cost(request.content_length, max_body)
         started = time.monotonic()
         try:
-            await budget.acquire(n)
+            waited = await budget.acquire(n)
         except TimeoutError:
             budget.refused += 1
+            request.app[METRICS].body_budget.labels(outcome="refused").inc()
             raise err.ServiceUnavailableError(
                 f"deja is busy with other large requests (over {budget.max_bytes} bytes of bodies in flight); "
                 "retry shortly.", code="server_busy", headers={"Retry-After": "5"}) from None
-        if n and time.monotonic() - started > 0.001:
+        if waited:
+            request.app[METRICS].body_budget.labels(outcome="admitted").inc()
             log.info("a %d-byte body waited %.2f s for the in-flight budget", n, time.monotonic() - started)
         try:
             return await handler(request)

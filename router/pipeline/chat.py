@@ -50,6 +50,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             response, delivery = await serve_hit(ctx, request, call, compressed, lookup, headers)
             return response
         headers["X-Deja-Cache"] = "bypass" if lookup.label in ("bypass", "off") else "miss"
+        headers.update(cache_step.skipped_headers(lookup))
         if call.stream:
             return await stream_miss(ctx, request, call, compressed, lookup, headers, meter)
         return await json_miss(ctx, call, compressed, lookup, headers, meter)
