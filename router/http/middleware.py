@@ -72,6 +72,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     if route != "other":
         metrics.inflight.inc()
     try:
+        _check_url(request)
         response = await handler(request)
         status = response.status
     except (web.HTTPSuccessful, web.HTTPRedirection):
@@ -95,6 +96,12 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         response.headers["X-Deja-Request-Id"] = request_id
         response.headers["X-Request-Id"] = request_id
     return response
+
+
+def _check_url(request: web.Request) -> None:
+    """A NUL in the path or the query reaches no handler: no database can store or compare it."""
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.query.items()):
+        raise err.BadRequestError("The URL may not contain a NUL character (%00).", code="invalid_url")
 
 
 def _remember(request: web.Request, request_id: str, status: int, error: err.DejaError | None) -> None:

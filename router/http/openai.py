@@ -12,7 +12,7 @@ from providers.errors import ProviderError
 from router.appkeys import AUTH, CONTEXT, PROVIDER, REDIS_PING, STORAGE
 from router.http import errors as err
 from router.http.middleware import OUTCOME, json_response
-from router.http.parsing import EmbeddingRequest, read_json, validate
+from router.http.parsing import EmbeddingRequest, read_json, validate, without_nulls
 
 _CREATED = int(time.time())
 
@@ -24,7 +24,7 @@ async def embeddings(request: web.Request) -> web.Response:
     from router.pipeline.steps import Meter, Outcome
 
     ctx = request.app[CONTEXT]
-    body = await read_json(request, ctx.settings.max_body_bytes)
+    body = without_nulls(await read_json(request, ctx.settings.max_body_bytes))
     validate(EmbeddingRequest, body)
     call = await accept(ctx, request, body, route="embeddings", request_body=None)
     meter = Meter(call.started)

@@ -108,18 +108,34 @@ def _strict_loads(raw: bytes) -> Any:
 _CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool", "function"})
 
 
+class ContentPart(BaseModel):
+    """One part of a list ``content``: a ``type``, and the text of a text part."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text_part_has_text(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs 'text'")
+        return self
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
 
     @model_validator(mode="after")
     def _content_when_required(self) -> Message:
-        """OpenAI requires ``content`` on every role but the assistant's (which may carry tool calls)."""
-        if self.content is None and self.role in _CONTENT_REQUIRED:
+        """OpenAI requires ``content`` on every role but the assistant's (which may carry tool calls); a
+        (deprecated) function message's may be null, but is there."""
+        missing = "content" not in self.model_fields_set if self.role == "function" else self.content is None
+        if missing and self.role in _CONTENT_REQUIRED:
             raise ValueError(f"a {self.role} message needs 'content'")
         return self
 
@@ -145,6 +161,14 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1)
     input: str | list[str] | list[int] | list[list[int]]
+
+
+def without_nulls(body: dict[str, Any]) -> dict[str, Any]:
+    """The body without its top-level ``null`` fields: OpenAI reads a null parameter as an absent one, but
+    LiteLLM fails on some (``"metadata": null`` → 502 from inside the Router)."""
+    if all(value is not None for value in body.values()):
+        return body
+    return {key: value for key, value in body.items() if value is not None}
 
 
 def validate(model: type[BaseModel], body: dict[str, Any]) -> BaseModel:

@@ -18,7 +18,7 @@ from providers.interface import Served
 from router.appkeys import CONTEXT
 from router.http import errors as err
 from router.http.middleware import MODEL_LABEL, OUTCOME, REQUEST_ID, json_response
-from router.http.parsing import ChatRequest, read_json, validate
+from router.http.parsing import ChatRequest, read_json, validate, without_nulls
 from router.http.sse import SSEWriter, StreamAccumulator, fresh_identity, replay_chunks
 from router.pipeline import cache_step
 from router.pipeline.accounting import admit, finish
@@ -31,7 +31,7 @@ _COMPLETE = ("stop", "length", "tool_calls")
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
-    body = await read_json(request, ctx.settings.max_body_bytes)
+    body = without_nulls(await read_json(request, ctx.settings.max_body_bytes))
     validate(ChatRequest, body)
     call = await accept(ctx, request, body, route="chat", request_body=body.get("messages"))
     controls = parse_cache_controls(request.headers)
