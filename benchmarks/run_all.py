@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("overhead", "cache_hit_rate", "embedder_speed", "compression", "limiter", "persistence")
+BENCHMARKS = ("overhead", "cache_hit_rate", "embedder_speed", "compression", "limiter", "persistence", "hostile")
 
 
 def main() -> int:

@@ -3,12 +3,15 @@
 Every step is linear in the prompt (token counting, normalisation, passage scoring). A prompt of more than
 ``OFF_LOOP_CHARS`` characters is compressed and counted in a worker thread, so the event loop keeps answering
 other requests meanwhile (a 1 MB prompt costs about a second of CPU); only the embedding scorer of ``auto``,
-which awaits the app's embedder, stays on the loop.
+which awaits the app's embedder, stays on the loop. Those threads are one lane (``_LANE``, one thread): most of
+the work holds the GIL, and every extra thread wanting it slows the event loop's turns; a burst of large prompts
+queues there instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from compression.errors import CompressionError
@@ -54,6 +57,7 @@ async def _auto(
 
 
 OFF_LOOP_CHARS = 32_768
+_LANE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deja-compress")  # threads start on first use
 
 
 def _chars(messages: list[dict[str, Any]]) -> int:
@@ -90,7 +94,8 @@ async def compress(
         return await _compress(messages, level, model, embed, options)
     if level is Level.AUTO and embed is not None and options.auto_scorer != "lexical":
         return await _compress(messages, level, model, embed, options, off_loop=True)
-    return await asyncio.to_thread(lambda: asyncio.run(_compress(messages, level, model, None, options)))
+    work = lambda: asyncio.run(_compress(messages, level, model, None, options))  # noqa: E731
+    return await asyncio.get_running_loop().run_in_executor(_LANE, work)
 
 
 async def _compress(
@@ -113,4 +118,4 @@ async def _compress(
 
 
 async def _run(off_loop: bool, fn: Any, *args: Any) -> Any:
-    return await asyncio.to_thread(fn, *args) if off_loop else fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(_LANE, fn, *args) if off_loop else fn(*args)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import logging
 import time
 from collections import deque
@@ -53,6 +54,8 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
 
 
 def trim_heap() -> None:
+    """Collect Python's cycles (so emptied object arenas are freed), then give free C heap back to the system."""
+    gc.collect()
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
