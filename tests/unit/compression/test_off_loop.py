@@ -49,3 +49,19 @@ async def test_off_the_loop_gives_the_same_result(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(compression_core, "OFF_LOOP_CHARS", 10**9)
     inline = await compress(messages, level=level, model="gpt-4o-mini")
     assert away == inline
+
+
+def test_long_lines_are_normalised_in_pieces_with_the_same_result() -> None:
+    """Cut at single spaces between words, the inner-space rule gives what one call over the line gives."""
+    import random
+
+    from compression import text
+
+    rng = random.Random(1)
+    pieces = ["w", "x", " ", "  ", "   ", "\t", "ab ", "  c", "é "]
+    for size in (10, 1_000, 70_000, 200_000):
+        for _ in range(5):
+            line = "".join(rng.choice(pieces) for _ in range(size))
+            assert text._inner_spaces(line) == text._INNER_SPACES.sub(" ", line)
+    long_line = "w " * 100_000
+    assert len(long_line) > 2 * text._CHUNK and text._inner_spaces(long_line) == long_line
