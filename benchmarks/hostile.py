@@ -12,7 +12,7 @@ older commit to measure the *before*).
   ``--timeout`` is counted as timed out; deja is then sent SIGTERM and we record whether it stopped within
   its drain timeout (30 s), before a fresh one is started.
 - **verifier**: the semantic cache's verifier alone (in a process of the code under test), on the worst pairs
-  a client can make of texts inside the semantic tier: repetitive (``"w " * n`` vs the same plus a word) and
+  a client can make of texts inside the semantic tier: repetitive (``"w0 " * n`` vs the same plus a word) and
   diverse (random words), 1,000 to 8,000 characters; the slowest of 3 runs each.
 - **burst**: ``--streams`` (64) concurrent streamed requests, each a distinct 1 MB prompt. Resident memory
   (``VmRSS``) is sampled every 100 ms before, during and for ``--settle`` seconds after; meanwhile one client
@@ -198,7 +198,7 @@ verifier = Verifier.load_default()
 words = [w for w in verifier.vectors.index if w.isalpha() and w not in {"not", "no", "never", "nor", "none"}]
 rng, out = random.Random(3), {}
 for size in (1000, 2000, 4000, 8000):
-    pairs = {"repetitive": (("w " * size)[:size], ("w " * size)[:size - 6] + " extra"),
+    pairs = {"repetitive": (("w0 " * size)[:size], ("w0 " * size)[:size - 6] + " extra"),
              "diverse": tuple(" ".join(rng.choice(words) for _ in range(size // 4))[:size] for _ in range(2))}
     for kind, (a, b) in pairs.items():
         times = []
@@ -213,8 +213,8 @@ print(json.dumps(out))
 
 def verifier_costs(root: Path) -> dict[str, float]:
     """Seconds of one ``Verifier.check`` (the slowest of three) per pair kind and size, in the code at ``root``."""
-    done = subprocess.run([sys.executable, "-c", _VERIFIER], env=_env(root), capture_output=True, text=True,
-                          timeout=3600, check=True)
+    done = subprocess.run([sys.executable, "-c", _VERIFIER], env=_env(root), cwd=root, capture_output=True,
+                          text=True, timeout=3600, check=True)  # cwd: "-c" puts the working directory first
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
