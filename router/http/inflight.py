@@ -121,10 +121,18 @@ class BodyBudget:
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
 
 
+TRIM_AGAIN_SECONDS = 5.0
+
+
 def make_budget(app: web.Application, max_bytes: int) -> BodyBudget:
-    """The app's budget; when idle after large bodies, the heap is trimmed in a worker thread."""
-    def idle() -> None:
+    """The app's budget; when idle after large bodies, the heap is trimmed in a worker thread, and once more a
+    few seconds later if still idle (the last answers' usage rows and cache stores are written just after)."""
+    def trim() -> None:
         asyncio.get_running_loop().run_in_executor(None, trim_heap)
+
+    def idle() -> None:
+        trim()
+        asyncio.get_running_loop().call_later(TRIM_AGAIN_SECONDS, lambda: None if budget.used else trim())
 
     budget = BodyBudget(max_bytes, on_idle=idle)
     app[BODY_BUDGET] = budget
