@@ -102,8 +102,7 @@ async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = 
     check_bind(settings, host)
     # Signals first: a SIGTERM while start-up runs (connecting storage, loading models) lets start-up finish,
     # then shuts down cleanly, instead of killing the process half-initialised.
-    # The signals go to a thread of their own (router.ops.shutdown): SIGTERM stops deja within the drain time
-    # even if the event loop were stuck.
+    # router.ops.shutdown: past the drain time (+5 s) after the signal, the process exits anyway.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     shutdown = Shutdown(loop, stop, DRAIN_SECONDS)

@@ -1,12 +1,12 @@
-"""SIGTERM/SIGINT that always stop the server, even when its event loop is stuck.
+"""SIGTERM/SIGINT: drain in order, but always stop within the drain time.
 
-``asyncio``'s ``loop.add_signal_handler`` runs its callback on the loop: a loop busy in CPU work (a quadratic
-step on a hostile prompt) never runs it, and the process ignores SIGTERM for as long as that lasts. Here the
-signals are blocked in every thread and taken by one small thread with ``sigwait``; it sets the stop event on
-the loop (``call_soon_threadsafe``: an orderly drain when the loop is alive) and starts the clock: if the process
-is still running ``drain_seconds + grace`` after the first signal (or at a second signal), it logs and exits
-hard. The usage writer spills what it could not write during the drain, so a hard exit loses only what was
-still being answered.
+The first signal sets the stop event (``serve`` then stops accepting, finishes in-flight requests and drains
+the usage queue) and starts a clock in a thread of its own: if the process is still running ``drain_seconds +
+GRACE_SECONDS`` later (a handler that ignores cancellation, a worker thread that never returns, a database that
+hangs the final flush), it logs and exits hard. A second signal exits at once. The usage writer spills what it
+could not write during the drain, so a hard exit loses only what was still being answered. The signal is
+handled on the event loop, which must therefore never be stuck: CPU work of any size runs bounded or off it
+(the verifier, compression, token counting).
 """
 
 from __future__ import annotations
@@ -19,39 +19,41 @@ import threading
 
 log = logging.getLogger("deja")
 
-SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
 GRACE_SECONDS = 5.0
 
 
 class Shutdown:
-    """Install with ``install()`` before any other thread starts (threads inherit the blocked signals); call
-    ``finished()`` once the orderly shutdown is over."""
+    """``install()`` on the running loop; call ``finished()`` once the orderly shutdown is over."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, stop: asyncio.Event, drain_seconds: float) -> None:
         self._loop, self._stop = loop, stop
         self.deadline = drain_seconds + GRACE_SECONDS
         self._done = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._clock: threading.Timer | None = None
 
     def install(self) -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-        self._thread = threading.Thread(target=self._watch, name="deja-signals", daemon=True)
-        self._thread.start()
+        for sig in SIGNALS:
+            self._loop.add_signal_handler(sig, self._signalled, sig)
 
     def finished(self) -> None:
         self._done.set()
+        if self._clock is not None:
+            self._clock.cancel()
 
-    def _watch(self) -> None:
-        signum = signal.sigwait(SIGNALS)
-        log.info("deja got %s: stopping (at most %.0f s)", signal.Signals(signum).name, self.deadline)
-        try:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        except RuntimeError:  # the loop is already closed: the process is on its way out
+    def _signalled(self, sig: signal.Signals) -> None:
+        if self._clock is not None:
+            self._expire(f"a second {sig.name}")
             return
-        again = signal.sigtimedwait(SIGNALS, self.deadline)
+        log.info("deja got %s: stopping (at most %.0f s)", sig.name, self.deadline)
+        self._stop.set()
+        self._clock = threading.Timer(self.deadline, self._expire, args=(f"{self.deadline:.0f} s after the signal",))
+        self._clock.daemon = True
+        self._clock.start()
+
+    def _expire(self, why: str) -> None:
         if self._done.is_set():
             return
-        why = "a second signal" if again is not None else f"{self.deadline:.0f} s after the signal"
         log.error("deja did not stop in time (%s): exiting now", why)
         logging.shutdown()
         os._exit(1)
