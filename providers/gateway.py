@@ -220,6 +220,15 @@ class Gateway:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        self._unregister_callbacks()
+
+    def _unregister_callbacks(self) -> None:
+        """Take this Router's callbacks off LiteLLM's process-wide lists: they are capped at 100 entries, and a
+        process that builds many apps (the tests) would otherwise stop registering new Routers' cooldowns."""
+        for name in ("success_callback", "_async_success_callback", "failure_callback", "_async_failure_callback"):
+            entries = getattr(litellm, name, None)
+            if isinstance(entries, list):
+                entries[:] = [c for c in entries if getattr(c, "__self__", None) is not self.router]
 
 
 # Request fields that OpenAI's API also has: kept although LiteLLM knows them too
