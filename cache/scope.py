@@ -37,6 +37,7 @@ NEUTRAL_FIELDS: frozenset[str] = frozenset(
         "extra_headers",
         "safety_identifier",
         "prompt_cache_key",
+        "cache",  # LiteLLM's per-request cache controls ({"no-cache": true, "ttl": 600, ...}): never the answer's
     }
 )
 

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
 # Encodings whose files LiteLLM bundles; anything else would be downloaded, so it falls back to cl100k.
 _BUNDLED_ENCODINGS = frozenset({"cl100k_base", "o200k_base", "p50k_base"})
 _DEFAULT_ENCODING = "cl100k_base"
@@ -50,7 +48,9 @@ def _encoding(name: str) -> tiktoken.Encoding:
 
 
 def litellm_module() -> Any:
-    import litellm  # imported lazily: it is slow to import and only needed for non-OpenAI models
+    """LiteLLM, through the one module that owns deja's use of it (imported lazily: it is slow to import and only
+    needed for non-OpenAI models)."""
+    from providers.litellm_api import litellm
 
     return litellm
 

@@ -18,7 +18,6 @@ from LiteLLM's success callbacks) and LiteLLM is not asked to rewrite requests (
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import ssl
 import time
@@ -31,9 +30,8 @@ import httpx
 import litellm
 import orjson
 import yarl
-from litellm.router_utils.router_callbacks.track_deployment_metrics import (
-    increment_deployment_successes_for_current_minute,
-)
+
+from providers.litellm_api import RouterHooks, provider_of, reasoning_model
 
 # litellm_params a direct call understands; any other key (a LiteLLM-only feature) keeps the group on LiteLLM
 _DIRECT_PARAMS = {"model", "api_base", "base_url", "api_key", "organization", "timeout", "stream_timeout",
@@ -50,11 +48,7 @@ def _openai_model(litellm_model: str) -> str | None:
         return litellm_model.removeprefix("openai/")
     if "/" in litellm_model:
         return None
-    try:
-        _, provider, _, _ = litellm.get_llm_provider(model=litellm_model)
-    except Exception:  # unknown to LiteLLM: leave it to LiteLLM to report
-        return None
-    return litellm_model if provider == _PROVIDER else None
+    return litellm_model if provider_of(litellm_model) == _PROVIDER else None
 
 
 def direct_capable(deployment: dict[str, Any]) -> bool:
@@ -204,7 +198,7 @@ def _error(status: int, body: bytes, raw_headers: Any, model: str) -> Exception:
     return exc
 
 
-class DejaRouter(litellm.Router):
+class DejaRouter(RouterHooks):
     """LiteLLM's Router with the direct path for OpenAI-compatible model groups (see the module docstring)."""
 
     def __init__(self, *args: Any, direct: bool = True, **kwargs: Any) -> None:
@@ -253,42 +247,46 @@ class DejaRouter(litellm.Router):
             await self._session.close()
             self._session = None
 
-    async def _acompletion(self, model: str, messages: list[dict[str, str]], **kwargs: Any) -> Any:
+    async def route_completion(self, model: str, messages: list[dict[str, str]], kwargs: dict[str, Any]) -> Any:
         body = kwargs.pop("deja_body", None)
         if body is None or not self.is_direct(model):
-            return await super()._acompletion(model, messages, **kwargs)
+            return await super().route_completion(model, messages, kwargs)
         return await self._direct("/chat/completions", model, body, kwargs, messages=messages)
 
-    async def _aembedding(self, input: str | list[Any], model: str, **kwargs: Any) -> Any:
+    async def route_embedding(self, input: str | list[Any], model: str, kwargs: dict[str, Any]) -> Any:
         body = kwargs.pop("deja_body", None)
         if body is None or not self.is_direct(model):
-            return await super()._aembedding(input, model, **kwargs)
+            return await super().route_embedding(input, model, kwargs)
         return await self._direct("/embeddings", model, body, kwargs, input=input)
+
+    def with_deployment(self, deployment: dict[str, Any], kwargs: dict[str, Any]) -> None:
+        """LiteLLM's path: the request's own headers (``deja_headers``: trace context, request id) join the
+        deployment's ``extra_headers`` instead of replacing them."""
+        extra = kwargs.pop("deja_headers", None)
+        if extra:
+            configured = deployment.get("litellm_params", {}).get("extra_headers") or {}
+            kwargs["extra_headers"] = {**configured, **extra}
 
     async def _direct(self, path: str, model: str, body: dict[str, Any], kwargs: dict[str, Any],
                       **choice: Any) -> Any:
         """Pick a deployment as the Router does, call it inside the deployment's concurrency limit, and keep the
         Router's failure bookkeeping and content-policy fallback."""
-        deployment = await self.async_get_available_deployment(
-            model=model, specific_deployment=kwargs.pop("specific_deployment", None), request_kwargs=kwargs,
-            **choice)
+        deployment = await self.pick_deployment(model, kwargs, **choice)
         started = time.time()
         try:
-            semaphore = self._get_client(deployment=deployment, kwargs=kwargs, client_type="max_parallel_requests")
-            limit = semaphore if isinstance(semaphore, asyncio.Semaphore) else contextlib.nullcontext()
-            async with limit:
-                await self.async_routing_strategy_pre_call_checks(deployment=deployment, parent_otel_span=None)
+            async with self.concurrency_limit(deployment, kwargs):
+                await self.pre_call_checks(deployment)
                 result = await self._call(deployment, path, body, kwargs, started)
             if isinstance(result, DirectResult) and path == "/chat/completions":
                 finish = [SimpleNamespace(finish_reason=c.get("finish_reason")) for c in result.data["choices"]]
                 shim: Any = SimpleNamespace(choices=finish)  # the Router reads choices[0].finish_reason only
-                if self._should_raise_content_policy_error(model=model, response=shim, kwargs=kwargs):
+                if self.blocked_by_content_policy(model, shim, kwargs):
                     raise litellm.ContentPolicyViolationError(message="Response output was blocked.", model=model,
                                                               llm_provider="")
         except Exception as exc:
             self._failed(deployment, exc, kwargs, started)
             raise
-        increment_deployment_successes_for_current_minute(self, str(deployment["model_info"]["id"]))
+        self.record_success(deployment)
         return result
 
     async def _call(self, deployment: dict[str, Any], path: str, body: dict[str, Any], kwargs: dict[str, Any],
@@ -304,8 +302,9 @@ class DejaRouter(litellm.Router):
         if params.get("organization"):
             headers["OpenAI-Organization"] = str(params["organization"])
         headers.update({str(k): str(v) for k, v in (params.get("extra_headers") or {}).items()})
+        headers.update(kwargs.pop("deja_headers", None) or {})  # the request's trace context and request id
         stream = bool(body.get("stream"))
-        timeout_s = float(self._get_timeout(kwargs={**kwargs, "stream": stream}, data=params) or 600)
+        timeout_s = self.timeout_for({**kwargs, "stream": stream}, params) or 600.0
         timeout = aiohttp.ClientTimeout(total=None if stream else timeout_s, sock_connect=timeout_s,
                                         sock_read=timeout_s)
         hidden = {"model_id": deployment["model_info"]["id"], "custom_llm_provider": _PROVIDER,
@@ -366,41 +365,17 @@ class DejaRouter(litellm.Router):
         return DirectStream(events, first, hidden, lambda exc: self._failed(deployment, exc, kwargs, started))
 
     def _failed(self, deployment: dict[str, Any], exc: Exception, kwargs: dict[str, Any], started: float) -> None:
-        """What LiteLLM's failure callback does: count the failure, maybe cool the deployment down (with the
-        deployment's own ``cooldown_time`` when it has one); and what ``Router._acompletion`` does: name the
-        deployment and its retry count on the exception."""
-        if isinstance(exc, asyncio.CancelledError):
-            return
-        metadata = {**(kwargs.get("metadata") or {}), "deployment": deployment["litellm_params"]["model"]}
-        callback_kwargs = {"exception": exc, "litellm_params": {
-            **deployment["litellm_params"], "model_info": deployment["model_info"], "metadata": metadata}}
-        try:
-            self.deployment_callback_on_failure(callback_kwargs, None, started, time.time())
-        except Exception:  # bookkeeping must not hide the upstream's error
-            pass
-        self._set_deployment_num_retries_on_exception(exc, deployment)
-        self._stamp_failed_deployment_id_with_effective_model_info(exc, deployment, kwargs)
+        if not isinstance(exc, asyncio.CancelledError):
+            self.record_failure(deployment, exc, kwargs, started)
 
 
 def _upstream_body(body: dict[str, Any], model: str) -> dict[str, Any]:
     """The client's body for the deployment's model. OpenAI's reasoning models (o-series, gpt-5) take
     ``max_completion_tokens`` only; LiteLLM renames ``max_tokens`` for them, and so does this."""
     out = {**body, "model": model}
-    if "max_tokens" in out and "max_completion_tokens" not in out and _reasoning_model(model):
+    if "max_tokens" in out and "max_completion_tokens" not in out and reasoning_model(model):
         out["max_completion_tokens"] = out.pop("max_tokens")
     return out
-
-
-def _reasoning_model(model: str) -> bool:
-    try:
-        from litellm.llms.openai.chat.gpt_5_transformation import OpenAIGPT5Config
-        from litellm.llms.openai.chat.o_series_transformation import OpenAIOSeriesConfig
-
-        return bool(OpenAIOSeriesConfig().is_model_o_series_model(model)
-                    or OpenAIGPT5Config.is_model_gpt_5_model(model))
-    except Exception:  # another LiteLLM layout: the names OpenAI uses
-        name = model.rsplit("/", 1)[-1]
-        return name.startswith(("o1", "o3", "o4", "gpt-5"))
 
 
 def _ssl_setting() -> ssl.SSLContext | bool:

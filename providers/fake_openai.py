@@ -1,4 +1,5 @@
-"""A real fake OpenAI server for tests and benchmarks.
+"""A real fake OpenAI server for tests and benchmarks: chat completions, embeddings, models, and (through
+``providers/fake_apis.py``) the Responses API and the legacy Completions API.
 
 It is an aiohttp server on 127.0.0.1 (port 0 by default). Each request takes the next scripted
 ``Behaviour`` (``server.script(...)``) or the server's ``default``; it can answer, stream with usage,
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
+
+from providers.fake_apis import CompletionsSpeaker, ResponsesSpeaker
 
 Kind = Literal["answer", "error", "hang", "cut"]
 
@@ -83,6 +86,10 @@ class FakeOpenAI:
         app.router.add_post("/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/embeddings", self._embeddings)
+        for path in ("/v1/responses", "/responses"):
+            app.router.add_post(path, self._responses)
+        for path in ("/v1/completions", "/completions"):
+            app.router.add_post(path, self._text_completions)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/models", self._models)
         self.app = app
@@ -232,9 +239,49 @@ class FakeOpenAI:
         self.completed_streams += 1
         return response
 
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "responses")
+
+    async def _text_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "completions")
+
+    async def _serve(self, request: web.Request, api: Literal["responses", "completions"]) -> web.StreamResponse:
+        """``/v1/responses`` and ``/v1/completions``, with the same behaviours as chat (see ``fake_apis``)."""
+        body = await self._record(request)
+        behaviour = self._next()
+        try:
+            if behaviour.delay:
+                await asyncio.sleep(behaviour.delay)
+            if behaviour.kind == "hang":
+                await asyncio.sleep(3600)
+            if behaviour.kind == "error":
+                return self._error(behaviour)
+            speaker = ResponsesSpeaker(body, behaviour) if api == "responses" else CompletionsSpeaker(body, behaviour)
+            if not body.get("stream"):
+                return web.json_response(speaker.whole(), headers=behaviour.headers)
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **behaviour.headers})
+            await response.prepare(request)
+            for n, event in enumerate(speaker.events()):
+                if behaviour.kind == "cut" and n >= behaviour.cut_after + 2:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
+                await response.write(event)
+                if behaviour.chunk_delay:
+                    await asyncio.sleep(behaviour.chunk_delay)
+            await response.write_eof()
+            self.completed_streams += 1
+            return response
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.disconnects += 1
+            self.client_gone.set()
+            raise
+
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await self._record(request)
         behaviour = self._next()
+        if behaviour.delay or behaviour.kind == "hang":
+            await asyncio.sleep(3600 if behaviour.kind == "hang" else behaviour.delay)
         if behaviour.kind == "error":
             return self._error(behaviour)
         inputs = body.get("input")

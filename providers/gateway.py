@@ -7,31 +7,28 @@ With no model configured, the offline ``sim`` model is the only group.
 
 from __future__ import annotations
 
-import os
+import asyncio
+import logging
+import math
+import warnings
+from collections.abc import AsyncGenerator
+from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+import aiohttp
 
-import asyncio  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-from collections.abc import AsyncGenerator  # noqa: E402
-from typing import Any  # noqa: E402
-
-import aiohttp  # noqa: E402
-import litellm  # noqa: E402
-
-from providers.direct import DejaRouter, DirectStream  # noqa: E402
-from providers.errors import ProviderError, UnknownModelError, translate  # noqa: E402
-from providers.interface import Served  # noqa: E402
-from providers.shape import clean_chunk, clean_completion  # noqa: E402
-from providers.sim import PROVIDER as SIM_PROVIDER  # noqa: E402
-from providers.sim import SimLLM  # noqa: E402
+from providers import endpoints, litellm_api
+from providers.direct import DejaRouter, DirectStream
+from providers.errors import ProviderBadRequestError, ProviderError, UnknownModelError, translate
+from providers.interface import Deployment, Served
+from providers.models import ModelNames
+from providers.shape import clean_chunk, clean_completion
+from providers.sim import PROVIDER as SIM_PROVIDER
+from providers.sim import SimLLM
 
 log = logging.getLogger("deja.providers")
-litellm.suppress_debug_info = True
-litellm.telemetry = False
-litellm.disable_hf_tokenizer_download = True  # never fetch a tokenizer at run time: count with cl100k instead
-litellm.turn_off_message_logging = True  # LiteLLM's logging objects keep no prompts (deja logs its own way)
+# LiteLLM dumps its Responses and text-completion objects with usage of the other API's shape; pydantic warns on
+# stderr for each (the values are right: deja reads them from the dicts)
+warnings.filterwarnings("ignore", message="Pydantic serializer warnings", category=UserWarning)
 
 _ROUTER_DEFAULTS: dict[str, Any] = {"num_retries": 2, "timeout": 600, "cooldown_time": 30, "allowed_fails": 3,
                                     "retry_after": 0}
@@ -61,16 +58,15 @@ class Gateway:
     def __init__(self, model_list: list[dict[str, Any]], *, router_settings: dict[str, Any] | None = None,
                  litellm_settings: dict[str, Any] | None = None, sim_delay_ms: float = 300.0,
                  sim_word_delay_ms: float = 15.0, direct_openai: bool = True) -> None:
-        self.sim = SimLLM(delay_ms=sim_delay_ms, word_delay_ms=sim_word_delay_ms)
+        litellm_api.configure(litellm_settings)
+        litellm_api.register_provider(SIM_PROVIDER, SimLLM())
         if not model_list:
             model_list = [{"model_name": "sim", "litellm_params": {"model": "sim/sim"}}]
-        self.model_list = [self._with_id(entry, i) for i, entry in enumerate(model_list)]
+        sim_delays = {"sim_delay_ms": sim_delay_ms, "sim_word_delay_ms": sim_word_delay_ms}
+        self.model_list = [self._with_id(entry, i, sim_delays) for i, entry in enumerate(model_list)]
         self._by_id = {e["model_info"]["id"]: e for e in self.model_list}
-        self.groups = sorted({e["model_name"] for e in self.model_list})
-        self._register_sim()
-        for key, value in (litellm_settings or {}).items():
-            if key in {"drop_params", "modify_params", "request_timeout", "num_retries", "set_verbose"}:
-                setattr(litellm, key, value)
+        self.names = ModelNames(self.model_list, (router_settings or {}).get("model_group_alias"))
+        self.groups = list(self.names.groups)  # concrete groups; aliases and wildcards: see self.names
         settings = {**_ROUTER_DEFAULTS, **(router_settings or {})}
         try:
             self.router = DejaRouter(model_list=self.model_list, direct=direct_openai, **settings)
@@ -80,41 +76,75 @@ class Gateway:
         self._price_cache: dict[str, tuple[float, float]] = {}
 
     @staticmethod
-    def _with_id(entry: dict[str, Any], index: int) -> dict[str, Any]:
+    def _with_id(entry: dict[str, Any], index: int, sim_delays: dict[str, float]) -> dict[str, Any]:
+        """The deployment with an id; a ``sim/`` deployment gets the configured delays unless it sets its own
+        (the sim handler is one per process; its delays travel with each deployment)."""
         info = dict(entry.get("model_info") or {})
         info.setdefault("id", f"{entry['model_name']}#{index}")
-        return {**entry, "litellm_params": dict(entry["litellm_params"]), "model_info": info}
-
-    def _register_sim(self) -> None:
-        others = [p for p in litellm.custom_provider_map if p.get("provider") != SIM_PROVIDER]
-        litellm.custom_provider_map = [*others, {"provider": SIM_PROVIDER, "custom_handler": self.sim}]
-        litellm.utils.custom_llm_setup()
+        params = dict(entry["litellm_params"])
+        if str(params.get("model", "")).startswith(f"{SIM_PROVIDER}/"):
+            params = {**sim_delays, **params}
+        return {**entry, "litellm_params": params, "model_info": info}
 
     def has_model(self, name: str) -> bool:
-        return name in self.groups
+        return self.names.resolve(name) is not None
 
     def check_model(self, name: str) -> None:
         if not self.has_model(name):
             raise UnknownModelError(f"The model `{name}` does not exist or you do not have access to it.")
 
+    def resolve(self, name: str) -> str:
+        """The model group ``name`` is served as: an alias's target, else the name (see ``providers.models``)."""
+        return self.names.resolve(name) or name
+
+    def _entries(self, group: str) -> list[dict[str, Any]]:
+        """The deployments serving ``group`` (an alias, a group or a name a wildcard matches)."""
+        group = self.resolve(group)
+        found = [e for e in self.model_list if e["model_name"] == group]
+        wildcard = None if found else self.names.wildcard(group)
+        return [e for e in self.model_list if e["model_name"] == wildcard.model_name] if wildcard else found
+
     def first_deployment(self, group: str) -> str | None:
-        for entry in self.model_list:
-            if entry["model_name"] == group:
-                return str(entry["model_info"]["id"])
-        return None
+        entries = self._entries(group)
+        return str(entries[0]["model_info"]["id"]) if entries else None
 
     def litellm_model(self, group: str) -> str:
-        for entry in self.model_list:
-            if entry["model_name"] == group:
-                return str(entry["litellm_params"]["model"])
-        return group
+        entries = self._entries(group)
+        if not entries:
+            return group
+        model = str(entries[0]["litellm_params"]["model"])
+        wildcard = self.names.wildcard(self.resolve(group)) if "*" in model else None
+        return (wildcard.concrete(self.resolve(group)) or model) if wildcard else model
 
-    def _served(self, hidden: dict[str, Any] | None) -> Served:
+    def listed_models(self) -> list[str]:
+        return self.names.listed()
+
+    def sim_only(self, name: str) -> bool:
+        """True for a group only the offline ``sim`` model serves (it answers chat, not embeddings)."""
+        entries = self._entries(name)
+        return bool(entries) and all(str(e["litellm_params"]["model"]).startswith(f"{SIM_PROVIDER}/")
+                                     for e in entries)
+
+    def supports_embeddings(self, name: str) -> bool:
+        return not self.sim_only(name)
+
+    def routed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body with an alias replaced by its group, so the Router (and its direct path) sees the group."""
+        group = self.resolve(body["model"])
+        return body if group == body["model"] else {**body, "model": group}
+
+    def served(self, hidden: dict[str, Any] | None, group: str = "") -> Served:
+        """Which deployment answered (from a LiteLLM response's ``_hidden_params``) for the requested ``group``."""
+        return self._served(hidden, group)
+
+    def _served(self, hidden: dict[str, Any] | None, group: str = "") -> Served:
         hidden = hidden or {}
         deployment_id = hidden.get("model_id")
         entry = self._by_id.get(deployment_id or "")
-        return Served(deployment=deployment_id, provider=hidden.get("custom_llm_provider"),
-                      litellm_model=entry["litellm_params"]["model"] if entry else hidden.get("litellm_model_name"))
+        model = entry["litellm_params"]["model"] if entry else hidden.get("litellm_model_name")
+        if isinstance(model, str) and "*" in model and group:
+            model = self.litellm_model(group)  # a wildcard deployment: the concrete model it served
+        return Served(deployment=deployment_id, provider=hidden.get("custom_llm_provider"), litellm_model=model)
 
     def cost(self, served: Served, group: str, prompt_tokens: int, completion_tokens: int) -> float:
         """USD for these tokens: the serving deployment's own prices (the group's first deployment when none
@@ -131,40 +161,40 @@ class Gateway:
             rates = (0.0, 0.0)
             if not model.startswith(f"{SIM_PROVIDER}/"):
                 try:
-                    prompt, _ = litellm.cost_per_token(model=model, prompt_tokens=1_000_000, completion_tokens=0)
-                    _, completion = litellm.cost_per_token(model=model, prompt_tokens=0,
-                                                           completion_tokens=1_000_000)
-                    rates = (float(prompt) / 1_000_000, float(completion) / 1_000_000)
+                    rates = litellm_api.cost_per_token(model)
                 except Exception:  # unknown price: count as free rather than fail the request
                     rates = (0.0, 0.0)
             self._price_cache[model] = rates
         return rates
 
-    async def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+    async def complete(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                       ) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
         try:
-            response = await self.router.acompletion(**_router_kwargs(body))
+            response = await self.router.acompletion(**_router_kwargs(self.routed(body), headers))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise translate(exc) from exc
-        served = self._served(getattr(response, "_hidden_params", None))
+        served = self._served(getattr(response, "_hidden_params", None), body["model"])
         data = clean_completion(response.model_dump())
         usage = data.get("usage") or {}
         served.cost_usd = self.cost(served, body["model"], usage.get("prompt_tokens", 0),
                                     usage.get("completion_tokens", 0))
         return data, served
 
-    async def stream(self, body: dict[str, Any], served: Served) -> AsyncGenerator[dict[str, Any], None]:
-        """Yield cleaned chunks; ``served`` is filled in once the upstream answered."""
+    async def stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+                     ) -> AsyncGenerator[dict[str, Any], None]:
+        """Yield cleaned chunks; ``served`` is filled in once the upstream answered. ``headers`` (here and in
+        ``complete``, ``embed``) go to the deployment with the request: trace context, request id."""
         self.check_model(body["model"])
         try:
-            upstream = await self.router.acompletion(**_router_kwargs(body))
+            upstream = await self.router.acompletion(**_router_kwargs(self.routed(body), headers))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise translate(exc) from exc
-        found = self._served(getattr(upstream, "_hidden_params", None))
+        found = self._served(getattr(upstream, "_hidden_params", None), body["model"])
         served.deployment, served.provider, served.litellm_model = found.deployment, found.provider, found.litellm_model
         try:
             async for chunk in upstream:
@@ -178,15 +208,18 @@ class Gateway:
             await _close_stream(upstream)
             raise translate(exc) from exc
 
-    async def embed(self, body: dict[str, Any]) -> tuple[dict[str, Any], Served]:
+    async def embed(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                       ) -> tuple[dict[str, Any], Served]:
         self.check_model(body["model"])
+        if not self.supports_embeddings(body["model"]):
+            raise ProviderBadRequestError(f"model {body['model']} does not support embeddings")
         try:
-            response = await self.router.aembedding(**_router_kwargs(body))
+            response = await self.router.aembedding(**_router_kwargs(self.routed(body), headers))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise translate(exc) from exc
-        served = self._served(getattr(response, "_hidden_params", None))
+        served = self._served(getattr(response, "_hidden_params", None), body["model"])
         data = response.model_dump()
         out = {"object": "list", "data": [
             {"object": "embedding", "index": d.get("index", i), "embedding": d.get("embedding")}
@@ -196,6 +229,22 @@ class Gateway:
                         "total_tokens": int(usage.get("total_tokens") or 0)}
         served.cost_usd = self.cost(served, body["model"], out["usage"]["prompt_tokens"], 0)
         return out, served
+
+    async def respond(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                      ) -> tuple[dict[str, Any], Served]:
+        return await endpoints.respond(self, body, headers)
+
+    def respond_stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+                       ) -> AsyncGenerator[dict[str, Any], None]:
+        return endpoints.respond_stream(self, body, served, headers)
+
+    async def complete_text(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                            ) -> tuple[dict[str, Any], Served]:
+        return await endpoints.complete_text(self, body, headers)
+
+    def complete_text_stream(self, body: dict[str, Any], served: Served, headers: dict[str, str] | None = None
+                             ) -> AsyncGenerator[dict[str, Any], None]:
+        return endpoints.complete_text_stream(self, body, served, headers)
 
     async def ping(self) -> dict[str, bool]:
         """Reachability of each deployment with an ``api_base`` (any HTTP answer counts); others are assumed up."""
@@ -215,8 +264,20 @@ class Gateway:
                 results[name] = False
         return results
 
+    def deployments(self) -> list[Deployment]:
+        return [Deployment(id=str(e["model_info"]["id"]), group=e["model_name"],
+                           model=str(e["litellm_params"]["model"])) for e in self.model_list]
+
+    async def cooling_down(self) -> set[str]:
+        """Ids of the deployments the Router is cooling down now (it sends them nothing until the cooldown ends)."""
+        try:
+            return await self.router.cooling_down()
+        except Exception:  # a health detail: never fail the health check over it
+            return set()
+
     async def close(self) -> None:
         await self.router.aclose_direct()
+        self.router.discard()  # unhook its callbacks from LiteLLM's process-wide lists (at most 100 are kept)
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -225,10 +286,7 @@ class Gateway:
     def _unregister_callbacks(self) -> None:
         """Take this Router's callbacks off LiteLLM's process-wide lists: they are capped at 100 entries, and a
         process that builds many apps (the tests) would otherwise stop registering new Routers' cooldowns."""
-        for name in ("success_callback", "_async_success_callback", "failure_callback", "_async_failure_callback"):
-            entries = getattr(litellm, name, None)
-            if isinstance(entries, list):
-                entries[:] = [c for c in entries if getattr(c, "__self__", None) is not self.router]
+        litellm_api.unregister_callbacks(self.router)
 
 
 # Request fields that OpenAI's API also has: kept although LiteLLM knows them too
@@ -241,10 +299,10 @@ _OPENAI_FIELDS = frozenset({"model", "messages", "input", "metadata", "user", "s
                             "dimensions", "encoding_format"})
 # What a client must not steer: LiteLLM's own parameters (credentials, api_base, callbacks, mock answers, retries,
 # fallbacks, timeouts, prices) and the Router's. They are the operator's, set in the config.
-_CONTROL_FIELDS = frozenset(litellm.main.all_litellm_params) | {
+_CONTROL_FIELDS = litellm_api.ALL_LITELLM_PARAMS | {
     "timeout", "specific_deployment", "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "priority",
     "model_group_alias", "extra_headers", "extra_body", "extra_query", "base_url", "organization", "api_type",
-    "azure_ad_token", "deployment_id", "litellm_params", "deja_body"}
+    "azure_ad_token", "deployment_id", "litellm_params", "deja_body", "deja_headers"}
 
 
 def client_fields(body: dict[str, Any]) -> dict[str, Any]:
@@ -253,14 +311,17 @@ def client_fields(body: dict[str, Any]) -> dict[str, Any]:
             if k in _OPENAI_FIELDS or not (k in _CONTROL_FIELDS or k.startswith(("mock_", "aws_", "vertex_")))}
 
 
-def _router_kwargs(body: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for the Router: the client's fields, plus ``deja_body`` for the direct path. The Router
-    writes its own keys into ``metadata``: it gets a copy, so the body sent upstream keeps the client's."""
+def _router_kwargs(body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Keyword arguments for the Router: the client's fields, plus ``deja_body`` for the direct path and
+    ``deja_headers`` for both paths (see ``DejaRouter``). The Router writes its own keys into ``metadata``: it
+    gets a copy, so the body sent upstream keeps the client's."""
     clean = client_fields(body)
     kwargs = dict(clean)
     if isinstance(clean.get("metadata"), dict):
         kwargs["metadata"] = dict(clean["metadata"])
     kwargs["deja_body"] = clean
+    if headers:
+        kwargs["deja_headers"] = dict(headers)
     return kwargs
 
 

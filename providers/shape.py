@@ -122,3 +122,54 @@ def clean_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
 def is_empty_chunk(chunk: dict[str, Any]) -> bool:
     """A chunk that carries nothing for the client (no delta, no finish, no usage)."""
     return "usage" not in chunk and all(not c["delta"] and c["finish_reason"] is None for c in chunk["choices"])
+
+
+def _clean_details(usage: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    out = dict(usage)
+    out.pop("cost", None)  # LiteLLM's own field
+    for key in keys:
+        if isinstance(out.get(key), dict):
+            out[key] = _drop_none(out[key])
+    return out
+
+
+def clean_response(response: dict[str, Any]) -> dict[str, Any]:
+    """A Responses API ``response`` object: LiteLLM's ``usage.cost`` and null token details dropped."""
+    out = dict(response)
+    if isinstance(out.get("usage"), dict):
+        out["usage"] = _clean_details(out["usage"], ("input_tokens_details", "output_tokens_details"))
+    return out
+
+
+def clean_response_event(event: dict[str, Any]) -> dict[str, Any]:
+    """One Responses API stream event; the ``response`` it may carry is cleaned as ``clean_response``."""
+    if isinstance(event.get("response"), dict):
+        return {**event, "response": clean_response(event["response"])}
+    return event
+
+
+def _text_choice(choice: dict[str, Any], index: int) -> dict[str, Any]:
+    return {"text": choice.get("text") or "", "index": choice.get("index", index), "logprobs": choice.get("logprobs"),
+            "finish_reason": choice.get("finish_reason")}
+
+
+def clean_text_completion(response: dict[str, Any]) -> dict[str, Any]:
+    """A legacy ``text_completion`` exactly as OpenAI sends it."""
+    out = _drop_none({k: response.get(k) for k in _TOP})
+    out["object"] = "text_completion"
+    out["choices"] = [_text_choice(c, i) for i, c in enumerate(response.get("choices") or [])]
+    usage = _clean_usage(response.get("usage"))
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+def clean_text_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
+    """One streamed ``text_completion`` chunk (usage, if any, left for the caller to place on a last chunk)."""
+    out = _drop_none({k: chunk.get(k) for k in _TOP if k != "service_tier"})
+    out["object"] = "text_completion"
+    out["choices"] = [_text_choice(c, i) for i, c in enumerate(chunk.get("choices") or [])]
+    usage = _clean_usage(chunk.get("usage"))
+    if usage is not None:
+        out["usage"] = usage
+    return out

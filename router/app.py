@@ -13,7 +13,7 @@ from aiohttp import web
 from providers.interface import Provider
 from router.appkeys import DB_SCHEMA, EMBEDDER_OVERRIDE, METRICS, PROVIDER_OVERRIDE, RECENT_ERRORS, SETTINGS
 from router.config import ConfigError, Settings
-from router.http import admin
+from router.http import admin, cors
 from router.http import openai as openai_routes
 from router.http.inflight import inflight_middleware, limit_malloc_arenas, make_budget
 from router.http.middleware import request_middleware
@@ -21,14 +21,14 @@ from router.http.wire import DejaRunner
 from router.ops import status
 from router.ops.metrics import Metrics
 from router.ops.shutdown import Shutdown
-from router.pipeline import chat
+from router.pipeline import chat, completions, responses
 from router.resources import (
     background_ctx,
     cache_ctx,
     limits_ctx,
     pipeline_ctx,
     provider_ctx,
-    redis_health_ctx,
+    redis_ctx,
     storage_ctx,
 )
 
@@ -44,7 +44,7 @@ def create_app(settings: Settings, *, embedder: Any = None, db_schema: str | Non
     app = web.Application(client_max_size=max_body, middlewares=[request_middleware, inflight_middleware(max_body)])
     make_budget(app, settings.deja.inflight_body_bytes)
     app[SETTINGS] = settings
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(max_tenants=settings.deja.metrics.max_tenants, tag_labels=settings.deja.metrics.tag_labels)
     app[RECENT_ERRORS] = status.RecentErrors()
     if embedder is not None:
         app[EMBEDDER_OVERRIDE] = embedder
@@ -52,19 +52,25 @@ def create_app(settings: Settings, *, embedder: Any = None, db_schema: str | Non
         app[DB_SCHEMA] = db_schema
     if provider is not None:
         app[PROVIDER_OVERRIDE] = provider
-    app.cleanup_ctx.extend([storage_ctx, provider_ctx, cache_ctx, limits_ctx, redis_health_ctx, background_ctx,
+    app.cleanup_ctx.extend([storage_ctx, provider_ctx, redis_ctx, cache_ctx, limits_ctx, background_ctx,
                             pipeline_ctx])
     r = app.router
     r.add_post("/v1/chat/completions", chat.chat_completions)
     r.add_post("/chat/completions", chat.chat_completions)
+    r.add_post("/v1/responses", responses.responses)
+    r.add_post("/responses", responses.responses)
+    r.add_post("/v1/completions", completions.completions)
+    r.add_post("/completions", completions.completions)
     r.add_post("/v1/embeddings", openai_routes.embeddings)
     r.add_post("/embeddings", openai_routes.embeddings)
     r.add_get("/v1/models", openai_routes.list_models)
     r.add_get("/v1/models/{model:.+}", openai_routes.get_model)
     r.add_get("/health/live", openai_routes.live)
     r.add_get("/health/ready", openai_routes.ready)
+    r.add_get("/health/deployments", openai_routes.deployments)
     admin.add_routes(app)
     status.add_routes(app)
+    cors.setup(app, settings.deja.cors)
     return app
 
 

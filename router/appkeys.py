@@ -14,6 +14,8 @@ from router.ops.metrics import Metrics
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    import redis.asyncio as aioredis
+
     from cache import SemanticCache
     from cache.embedder import Embedder
     from providers.interface import Provider
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from router.ops.status import RecentErrors
     from router.pipeline.context import Context
     from router.storage import Storage, UsageWriter
+    from router.storage.spend import KeySpend
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -34,9 +37,11 @@ STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 USAGE: web.AppKey[UsageWriter | None] = web.AppKey("usage")
 BACKGROUND: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("background")  # post-response work, drained at shutdown
 RECENT_ERRORS: web.AppKey[RecentErrors] = web.AppKey("recent_errors")
+REDIS: web.AppKey[aioredis.Redis | None] = web.AppKey("redis")  # the one shared client, when configured
 REDIS_PING: web.AppKey[Callable[[], Awaitable[bool]]] = web.AppKey("redis_ping")  # when Redis is configured
 PROVIDER_OVERRIDE: web.AppKey[Provider] = web.AppKey("provider_override")  # an in-process provider (tests)
 EMBEDDER_OVERRIDE = web.AppKey("embedder_override", object)  # a ready Embedder to share (tests, benchmarks)
 DB_SCHEMA = web.AppKey("db_schema", str)  # PostgreSQL schema to use (tests isolate themselves with it)
+KEY_SPEND: web.AppKey[KeySpend] = web.AppKey("key_spend")  # a key's spend so far, for the answer's headers
 CONTEXT: web.AppKey[Context] = web.AppKey("pipeline_context")  # the typed resources the request steps use
 

@@ -1,10 +1,13 @@
 """deja's settings: one frozen, typed object built from a YAML file plus ``DEJA_*`` environment variables.
 
 The YAML file is LiteLLM proxy's ``config.yaml`` format (``model_list``, ``router_settings``,
-``litellm_settings``, ``general_settings``), plus a ``deja:`` section for deja's own settings. Any string value
-``os.environ/NAME`` is replaced by that environment variable. Environment variables override the ``deja:``
-section: ``DEJA_PORT=9000``, ``DEJA_MASTER_KEY=...``, nested with a double underscore:
-``DEJA_CACHE__BACKEND=redis``. Invalid configuration raises ``ConfigError`` naming the bad field.
+``litellm_settings``, ``general_settings``, ``environment_variables``), plus a ``deja:`` section for deja's own
+settings. ``environment_variables`` are applied first (to ``os.environ`` when deja reads the real environment), then
+any string value ``os.environ/NAME`` is replaced by that environment variable. Every LiteLLM key is honoured,
+ignored with a warning (``Settings.config_warnings``) or refused (see ``router/litellm_config.py``).
+``DEJA_*`` environment variables override the ``deja:`` section: ``DEJA_PORT=9000``, ``DEJA_MASTER_KEY=...``,
+nested with a double underscore: ``DEJA_CACHE__BACKEND=redis``.
+Invalid configuration raises ``ConfigError`` naming the bad field.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from router import litellm_config
 
 
 class ConfigError(Exception):
@@ -52,10 +57,23 @@ class CompressionSettings(_Section):
     auto_scorer: Literal["lexical", "embedding"] = "lexical"
 
 
+BudgetPeriod = Literal["1h", "1d", "7d", "30d", "daily", "monthly"]
+
+
+class TenantBudget(_Section):
+    budget_usd: float = Field(ge=0)
+    budget_period: BudgetPeriod | None = None  # None: lifetime
+
+
 class LimitsSettings(_Section):
     backend: Literal["auto", "memory", "redis"] = "auto"
     failure_mode: Literal["closed", "open"] = "closed"
     default_max_tokens: int = Field(1024, ge=0)  # completion estimate when a request sets no max_tokens
+    default_rpm: int | None = Field(None, ge=1)  # for virtual keys without their own rpm
+    default_tpm: int | None = Field(None, ge=1)
+    default_budget: float | None = Field(None, ge=0)  # USD, for virtual keys without their own budget
+    default_budget_period: BudgetPeriod | None = None
+    tenant_budgets: dict[str, TenantBudget] = Field(default_factory=dict)  # one budget per tenant (team)
 
 
 class UsageSettings(_Section):
@@ -72,6 +90,14 @@ class UsageSettings(_Section):
 class MetricsSettings(_Section):
     enabled: bool = True
     require_master_key: bool = False
+    max_tenants: int = Field(50, ge=0)  # tenant label values on cost and token counters; later ones are "other"
+    tag_labels: list[str] = Field(default_factory=list)  # tags counted in deja_tag_cost_usd_total (allow-list)
+
+
+class CorsSettings(_Section):
+    allow_origins: list[str] = Field(default_factory=list)  # exact origins or patterns ("https://*.example.com", "*")
+    allow_credentials: bool = False
+    max_age: int = Field(600, ge=0)  # seconds a browser may cache a preflight answer
 
 
 class DejaSettings(_Section):
@@ -99,6 +125,7 @@ class DejaSettings(_Section):
     limits: LimitsSettings = LimitsSettings()
     usage: UsageSettings = UsageSettings()
     metrics: MetricsSettings = MetricsSettings()
+    cors: CorsSettings = CorsSettings()
 
 
 class ModelEntry(BaseModel):
@@ -123,7 +150,9 @@ class Settings(BaseModel):
     router_settings: dict[str, Any] = Field(default_factory=dict)
     litellm_settings: dict[str, Any] = Field(default_factory=dict)
     general_settings: dict[str, Any] = Field(default_factory=dict)
+    environment_variables: dict[str, str] = Field(default_factory=dict)
     deja: DejaSettings = DejaSettings()
+    config_warnings: tuple[str, ...] = ()  # LiteLLM keys deja ignores, to log at start-up
 
     @property
     def effective_master_key(self) -> str | None:
@@ -190,6 +219,70 @@ def _describe(error: ValidationError) -> str:
     return "invalid configuration: " + "; ".join(lines)
 
 
+# Never taken from a config file's environment_variables (as LiteLLM's proxy refuses them)
+_BLOCKED_ENV = frozenset({"PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "DYLD_INSERT_LIBRARIES",
+                          "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONINSPECT", "PYTHONUSERBASE"})
+
+
+def _environment_variables(raw: dict[str, Any], env: Mapping[str, str], warnings: list[str]) -> dict[str, str]:
+    """LiteLLM's top-level ``environment_variables``, resolved (a value may itself be ``os.environ/NAME``)."""
+    section = raw.get("environment_variables") or {}
+    if not isinstance(section, dict):
+        raise ConfigError("environment_variables: must be a mapping of NAME: value")
+    out: dict[str, str] = {}
+    for name, value in section.items():
+        if name in _BLOCKED_ENV:
+            warnings.append(f"environment_variables.{name}: not applied (deja never sets it from a config file)")
+            continue
+        if value is None:
+            continue
+        out[str(name)] = str(_resolve_env(value, env, f"environment_variables.{name}"))
+    return out
+
+
+def _translated(raw: dict[str, Any], deja: dict[str, Any],
+                env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """Check the LiteLLM keys; fold what they mean into ``raw`` (``deja:`` and ``router_settings`` win)."""
+    try:
+        translation, _ = litellm_config.check_litellm_config(raw, env)
+    except litellm_config.ConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+    warnings = list(translation.warnings)
+    for key, value in translation.deja.items():
+        if key in deja and not isinstance(value, dict) and deja[key] != value:
+            warnings.append(f"{key}: deja.{key} is used; the LiteLLM setting that gives it another value is not")
+    raw["deja"] = _merge(translation.deja, deja)
+    router = raw.get("router_settings") or {}
+    raw["router_settings"] = {**translation.router, **router}
+    return raw, warnings
+
+
+def _includes(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """LiteLLM's ``include: [file.yaml, ...]`` (paths relative to the config file): each file's lists extend the
+    config's, its other keys replace them."""
+    files = raw.pop("include", None)
+    if files is None:
+        return raw
+    if not isinstance(files, list):
+        raise ConfigError("include: must be a list of file paths")
+    for name in files:
+        path = base / str(name)
+        try:
+            included = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"include: cannot read {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"include: {path} is not valid YAML: {exc}") from exc
+        if not isinstance(included, dict):
+            raise ConfigError(f"include: {path}: the top level must be a mapping")
+        for key, value in included.items():
+            if isinstance(value, list) and isinstance(raw.get(key), list):
+                raw[key] = [*raw[key], *value]
+            else:
+                raw[key] = value
+    return raw
+
+
 def load_settings(
     path: str | Path | None = None,
     *,
@@ -210,13 +303,21 @@ def load_settings(
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: the top level must be a mapping")
-        raw = loaded
-    raw = _resolve_env(raw, env)
+        raw = _includes(loaded, Path(path).parent)
+    warnings: list[str] = []
+    variables = _environment_variables(raw, env, warnings)
+    if variables:
+        if environ is None:
+            os.environ.update(variables)  # LiteLLM's providers read their keys from the process environment
+        env = {**env, **variables}
+    raw = _resolve_env({k: v for k, v in raw.items() if k != "environment_variables"}, env)
+    raw["environment_variables"] = variables
     deja = _merge(raw.get("deja") or {}, _env_overrides(env))
     if overrides:
         deja = _merge(deja, dict(overrides))
-    raw["deja"] = deja
+    raw, more = _translated(raw, deja, env)
     raw["model_list"] = raw.get("model_list") or []
+    raw["config_warnings"] = tuple(warnings + more)
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:

@@ -1,7 +1,10 @@
-"""The app's shared resources, each created in a ``cleanup_ctx`` (cleanup runs only if start-up succeeded).
+"""The app's shared resources, each created in a ``cleanup_ctx`` (cleanup runs only if its start-up succeeded).
 
-Order: storage and usage writer → gateway → embedder and cache → auth and limiter → background-task drain.
-All Redis key prefixes are derived here from ``deja.redis_prefix``: ``<prefix>cache:`` and ``<prefix>rl:``.
+Order: storage and usage writer → provider → the Redis pool → embedder and cache → auth and limiter →
+background-task drain → the pipeline's typed ``Context``. Each package builds its own objects from its settings
+(``router.storage.build_usage_writer``, ``router.limits.build_limiter``, the cache below); this module only wires
+them together. One Redis client (one pool) is shared by the cache store, the limiter and readiness
+(``router.redis_pool``).
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -22,67 +24,54 @@ from router.appkeys import (
     DB_SCHEMA,
     EMBEDDER,
     EMBEDDER_OVERRIDE,
+    KEY_SPEND,
     LIMITER,
     METRICS,
     PROVIDER,
     PROVIDER_OVERRIDE,
+    REDIS,
     REDIS_PING,
     SETTINGS,
     STORAGE,
     USAGE,
 )
+from router.config import ConfigError
+from router.redis_pool import CACHE_SPACE, LIMITS_SPACE, key_space
 
 log = logging.getLogger("deja")
 
 
-def redis_prefixes(prefix: str) -> dict[str, str]:
-    return {"cache": f"{prefix}cache:", "limits": f"{prefix}rl:"}
-
-
-def _sqlite_dir(url: str) -> None:
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-
-
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-    from router.storage import UsageWriter, open_storage
+    from router.storage import build_usage_writer, open_storage, prepare_sqlite_dir
 
     settings = app[SETTINGS].deja
-    _sqlite_dir(settings.database_url)
+    prepare_sqlite_dir(settings.database_url)
     storage = open_storage(settings.database_url, schema=app.get(DB_SCHEMA) or settings.database_schema)
     await storage.connect()
     await storage.migrate()
     app[STORAGE] = storage
-    usage = settings.usage
     writer = None
-    if usage.enabled:
+    if settings.usage.enabled:
         metrics = app[METRICS]
-        spill = usage.spill_path
-        if spill is None and settings.database_url.startswith("sqlite:///") and ":memory:" not in settings.database_url:
-            spill = str(Path(settings.database_url.removeprefix("sqlite:///")).parent / "usage-spill.jsonl")
-        elif spill is None:
-            spill = str(Path(".deja") / "usage-spill.jsonl")
-        Path(spill).parent.mkdir(parents=True, exist_ok=True)
 
         def written(count: int) -> None:
             metrics.usage_written.inc(count)
             metrics.usage_queue.set(writer.depth if writer else 0)
 
-        writer = UsageWriter(storage, max_queue=usage.queue_max, batch_size=usage.batch_size,
-                             flush_interval=usage.flush_interval, spill_path=spill,
-                             max_body_bytes=usage.max_body_bytes, store_bodies=usage.store_messages,
-                             retention_days=usage.retention_days, on_written=written,
-                             on_error=lambda _msg: metrics.usage_errors.inc())
+        writer = build_usage_writer(storage, settings.usage, database_url=settings.database_url,
+                                    on_written=written, on_error=lambda _msg: metrics.usage_errors.inc())
         await writer.start()
     app[USAGE] = writer
+    from router.storage.spend import KeySpend
+
+    app[KEY_SPEND] = spend = KeySpend(storage)
     try:
         yield
     finally:
+        await spend.close()
         if writer is not None:
             await writer.close()
         await storage.close()
-
-
 
 
 async def provider_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -101,8 +90,6 @@ async def provider_ctx(app: web.Application) -> AsyncIterator[None]:
                           sim_word_delay_ms=settings.deja.sim.word_delay_ms,
                           direct_openai=settings.deja.direct_openai)
     except ValueError as exc:
-        from router.config import ConfigError
-
         raise ConfigError(str(exc)) from exc
     app[PROVIDER] = gateway
     from compression import count_text_tokens
@@ -113,6 +100,31 @@ async def provider_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await gateway.close()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With ``redis_url`` set: the one shared client, and ``/health/ready`` asks Redis too."""
+    url = app[SETTINGS].deja.redis_url
+    app[REDIS] = None
+    if not url:
+        yield
+        return
+    from router.redis_pool import bounded_client
+
+    client = bounded_client(url)
+    app[REDIS] = client
+
+    async def redis_ping() -> bool:
+        try:
+            return bool(await asyncio.wait_for(client.ping(), 1))
+        except Exception:  # any failure means "not ready"
+            return False
+
+    app[REDIS_PING] = redis_ping
+    try:
+        yield
+    finally:
+        await client.aclose()
 
 
 def _needs_embedder(app: web.Application) -> bool:
@@ -137,13 +149,11 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     app[EMBEDDER] = embedder
     cache = None
     if deja.cache.enabled:
-        backend = deja.cache.backend
-        if backend == "redis" or (backend == "auto" and deja.redis_url):
-            if not deja.redis_url:
-                from router.config import ConfigError
-
+        backend, redis = deja.cache.backend, app[REDIS]
+        if backend == "redis" or (backend == "auto" and redis is not None):
+            if redis is None:
                 raise ConfigError("deja.cache.backend: redis needs deja.redis_url")
-            store: Any = RedisStore(deja.redis_url, prefix=redis_prefixes(deja.redis_prefix)["cache"],
+            store: Any = RedisStore(redis, prefix=key_space(deja.redis_prefix, CACHE_SPACE),
                                     capacity=deja.cache.capacity)
         else:
             store = MemoryStore(capacity=deja.cache.capacity)
@@ -168,55 +178,21 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
     from router.auth.keys import Authenticator
-    from router.limits.memory import MemoryLimiter
+    from router.limits import build_limiter, limit_policy
 
     settings = app[SETTINGS]
     deja = settings.deja
     storage = app[STORAGE]
     app[AUTH] = Authenticator(master_key=settings.effective_master_key, lookup=storage.get_key_by_hash,
-                              cache_ttl=deja.key_cache_ttl)
-    metrics = app[METRICS]
-    backend = deja.limits.backend
-    if backend == "redis" or (backend == "auto" and deja.redis_url):
-        from router.limits.redis_limiter import RedisLimiter
-
-        if not deja.redis_url:
-            from router.config import ConfigError
-
-            raise ConfigError("deja.limits.backend: redis needs deja.redis_url")
-        limiter: Any = RedisLimiter(deja.redis_url, prefix=redis_prefixes(deja.redis_prefix)["limits"],
-                                    failure_mode=deja.limits.failure_mode, spend_loader=storage.key_spend_since,
-                                    on_unavailable=metrics.limiter_unavailable.inc)
-    else:
-        limiter = MemoryLimiter(spend_loader=storage.key_spend_since)
+                              cache_ttl=deja.key_cache_ttl, policy=limit_policy(deja.limits))
+    limiter = build_limiter(deja.limits, redis=app[REDIS], prefix=key_space(deja.redis_prefix, LIMITS_SPACE),
+                            spend_loader=storage.key_spend_since, tenant_spend_loader=storage.tenant_spend_since,
+                            on_unavailable=app[METRICS].limiter_unavailable.inc)
     app[LIMITER] = limiter
     try:
         yield
     finally:
         await limiter.close()
-
-
-async def redis_health_ctx(app: web.Application) -> AsyncIterator[None]:
-    """With ``redis_url`` set, ``/health/ready`` also asks Redis (cache and limits depend on it)."""
-    url = app[SETTINGS].deja.redis_url
-    if not url:
-        yield
-        return
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-
-    async def redis_ping() -> bool:
-        try:
-            return bool(await client.ping())
-        except Exception:  # any failure means "not ready"
-            return False
-
-    app[REDIS_PING] = redis_ping
-    try:
-        yield
-    finally:
-        await client.aclose()
 
 
 async def background_ctx(app: web.Application) -> AsyncIterator[None]:

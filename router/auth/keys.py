@@ -31,7 +31,7 @@ from router.http.errors import AuthenticationError, PermissionDeniedError, Servi
 log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "sk-deja-"
-BUDGET_PERIODS = ("daily", "monthly")
+BUDGET_PERIODS = ("1h", "1d", "7d", "30d", "daily", "monthly")
 _DISPLAY_CHARS = 4
 _MAX_CACHE_ENTRIES = 10_000
 
@@ -69,15 +69,47 @@ class Limits:
     rpm: int | None = None
     tpm: int | None = None
     budget_usd: float | None = None
-    budget_period: str | None = None  # "daily" | "monthly" | None (lifetime)
+    budget_period: str | None = None  # one of BUDGET_PERIODS, or None (lifetime)
+    tenant: str | None = None  # set with tenant_budget_usd: the key's tenant (team) has a budget of its own
+    tenant_budget_usd: float | None = None
+    tenant_budget_period: str | None = None
 
     def __post_init__(self) -> None:
-        if self.budget_period is not None and self.budget_period not in BUDGET_PERIODS:
-            raise ValueError(f"budget_period must be one of {BUDGET_PERIODS} or None: {self.budget_period!r}")
+        for period in (self.budget_period, self.tenant_budget_period):
+            if period is not None and period not in BUDGET_PERIODS:
+                raise ValueError(f"budget_period must be one of {BUDGET_PERIODS} or None: {period!r}")
 
     @property
     def unlimited(self) -> bool:
-        return self.rpm is None and self.tpm is None and self.budget_usd is None
+        return self.rpm is None and self.tpm is None and self.budget_usd is None and self.tenant_budget_usd is None
+
+
+@dataclass(frozen=True)
+class LimitPolicy:
+    """Limits a virtual key gets when it sets none of its own (``limits.default_*``), and budgets per tenant
+    (``limits.tenant_budgets``: tenant -> (USD, period))."""
+
+    default_rpm: int | None = None
+    default_tpm: int | None = None
+    default_budget_usd: float | None = None
+    default_budget_period: str | None = None
+    tenant_budgets: Mapping[str, tuple[float, str | None]] = field(default_factory=dict)
+
+    def limits_for(self, record: KeyRecordLike) -> Limits:
+        own_budget = record.budget_usd is not None
+        tenant_budget = self.tenant_budgets.get(record.tenant)
+        return Limits(
+            rpm=record.rpm if record.rpm is not None else self.default_rpm,
+            tpm=record.tpm if record.tpm is not None else self.default_tpm,
+            budget_usd=record.budget_usd if own_budget else self.default_budget_usd,
+            budget_period=record.budget_period if own_budget else self.default_budget_period,
+            tenant=record.tenant if tenant_budget is not None else None,
+            tenant_budget_usd=None if tenant_budget is None else tenant_budget[0],
+            tenant_budget_period=None if tenant_budget is None else tenant_budget[1],
+        )
+
+
+NO_POLICY = LimitPolicy()
 
 
 @dataclass(frozen=True)
@@ -104,16 +136,14 @@ MASTER = Principal(
 )
 
 
-def principal_from_record(record: KeyRecordLike) -> Principal:
+def principal_from_record(record: KeyRecordLike, policy: LimitPolicy = NO_POLICY) -> Principal:
     return Principal(
         key_id=record.id,
         tenant=record.tenant,
         name=record.name,
         is_master=False,
         allowed_models=tuple(record.allowed_models or ()),
-        limits=Limits(
-            rpm=record.rpm, tpm=record.tpm, budget_usd=record.budget_usd, budget_period=record.budget_period
-        ),
+        limits=policy.limits_for(record),
         metadata=dict(record.metadata or {}),
     )
 
@@ -132,8 +162,10 @@ class Authenticator:
         lookup: Callable[[str], Awaitable[KeyRecordLike | None]],
         cache_ttl: float = 1.0,
         clock: Callable[[], float] = time.time,
+        policy: LimitPolicy = NO_POLICY,
     ) -> None:
         self._master_key = master_key.encode("utf-8") if master_key else None
+        self._policy = policy
         self._lookup = lookup
         self._cache_ttl = cache_ttl
         self._clock = clock
@@ -183,7 +215,7 @@ class Authenticator:
             raise AuthenticationError("This API key has been revoked.")
         if record.expires_at is not None and record.expires_at <= now:
             raise AuthenticationError("This API key has expired.", code="expired_api_key")
-        return principal_from_record(record)
+        return principal_from_record(record, self._policy)
 
     async def require_master(self, headers: Mapping[str, str]) -> Principal:
         """The master principal, or 401 (no/bad key) / 403 (a virtual key, or no master key configured)."""
@@ -196,8 +228,9 @@ class Authenticator:
             raise PermissionDeniedError("This operation requires the master key.", code="master_key_required")
         return principal
 
-    def check_model(self, principal: Principal, model: str) -> None:
-        if not principal.may_use(model):
+    def check_model(self, principal: Principal, model: str, resolved: str | None = None) -> None:
+        """``resolved``: the group an alias names; as in LiteLLM, either name in ``allowed_models`` admits it."""
+        if not principal.may_use(model) and (resolved is None or not principal.may_use(resolved)):
             raise PermissionDeniedError(f"This API key may not use the model '{model}'.", param="model")
 
     def invalidate(self, secret_hash: str | None = None) -> None:

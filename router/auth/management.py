@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from router.auth.keys import generate_secret
+from router.config import BudgetPeriod
 from router.http import errors as err
 from router.storage import KeyRecord, Storage
 
@@ -54,7 +55,7 @@ class KeySpec(_KeyFields):
     rpm: int | None = Field(None, ge=1, le=INT_MAX)
     tpm: int | None = Field(None, ge=1, le=INT_MAX)
     budget_usd: float | None = Field(None, ge=0, le=MAX_USD)
-    budget_period: Literal["daily", "monthly"] | None = None
+    budget_period: BudgetPeriod | None = None
     expires_at: float | None = Field(None, ge=0, le=MAX_SECONDS)  # unix seconds
     expires_in: float | None = Field(None, gt=0, le=MAX_SECONDS)  # seconds from now (instead of expires_at)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -67,7 +68,7 @@ class KeyUpdate(_KeyFields):
     rpm: int | None = Field(None, ge=1, le=INT_MAX)
     tpm: int | None = Field(None, ge=1, le=INT_MAX)
     budget_usd: float | None = Field(None, ge=0, le=MAX_USD)
-    budget_period: Literal["daily", "monthly"] | None = None
+    budget_period: BudgetPeriod | None = None
     expires_at: float | None = Field(None, ge=0, le=MAX_SECONDS)
     metadata: dict[str, Any] | None = None
 

@@ -1,17 +1,18 @@
-"""The ``deja`` command: ``serve``, ``keys create|list|revoke|update``, ``usage``, ``db migrate``."""
+"""The ``deja`` command: ``serve``, ``keys create|list|revoke|update``, ``usage``, ``db migrate``,
+``cache replay``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -45,12 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("key_id")
     _key_fields(update)
     usage = sub.add_parser("usage", help="show usage and spend")
-    for name in ("since", "until", "tenant", "key", "model"):
+    for name in ("since", "until", "tenant", "key", "model", "user", "tag"):
         usage.add_argument(f"--{name}")
-    usage.add_argument("--group-by", choices=["day", "model", "key", "tenant"])
+    usage.add_argument("--group-by", choices=["day", "model", "key", "tenant", "user", "tag"])
     usage.add_argument("--json", action="store_true")
     db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="action", required=True)
     migrate = db.add_parser("migrate")
+    from router.cli.replay import add_parser as add_replay_parser
+
+    add_replay_parser(sub)
     for leaf in (create, lst, revoke, update, usage, migrate):  # `--config` also after the command, as for serve
         leaf.add_argument("--config", "-c", dest="config_sub", help="YAML config file")
     return p
@@ -63,7 +67,7 @@ def _key_fields(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpm", type=int)
     p.add_argument("--tpm", type=int)
     p.add_argument("--budget", type=float, dest="budget_usd")
-    p.add_argument("--budget-period", choices=["daily", "monthly"])
+    p.add_argument("--budget-period", choices=["1h", "1d", "7d", "30d", "daily", "monthly"])
     p.add_argument("--expires-in", type=float, help="seconds until the key expires")
     p.add_argument("--metadata", help="JSON object")
 
@@ -82,10 +86,9 @@ def _key_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _with_storage(settings: Settings, work: Callable[[Any], Awaitable[int]], *, migrate: bool = True) -> int:
-    from router.resources import _sqlite_dir
-    from router.storage import open_storage
+    from router.storage import open_storage, prepare_sqlite_dir
 
-    _sqlite_dir(settings.deja.database_url)
+    prepare_sqlite_dir(settings.deja.database_url)
     storage = open_storage(settings.deja.database_url, schema=settings.deja.database_schema)
     await storage.connect()
     try:
@@ -104,10 +107,14 @@ async def _keys(args: argparse.Namespace, storage: Any) -> int:
         print(json.dumps({**ka.key_view(record), "key": secret}, indent=2))
         print("Store the key now: it is not shown again.", file=sys.stderr)
     elif args.action == "list":
-        for record in await storage.list_keys(tenant=args.tenant):
-            view = ka.key_view(record)
+        from router.http.admin import key_views
+
+        for view in await key_views(storage, await storage.list_keys(tenant=args.tenant)):
+            last = view["last_used_at"]
+            used = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last)) if last is not None else "never"
             print(f"{view['id']}  {view['key_prefix']:16} tenant={view['tenant']:12} name={view['name']!r} "
                   f"rpm={view['rpm']} tpm={view['tpm']} budget={view['budget_usd']} "
+                  f"spend=${view['spend_usd']:.4f} requests={view['requests']} last_used={used} "
                   f"{'active' if view['active'] else 'inactive'}")
     elif args.action == "revoke":
         print(json.dumps(ka.key_view(await ka.revoke_key(storage, args.key_id)), indent=2))
@@ -127,7 +134,7 @@ async def _usage(args: argparse.Namespace, storage: Any) -> int:
     from router.storage.report import format_usage
 
     f = UsageFilter(since=_time(args.since, "since"), until=_time(args.until, "until"), tenant=args.tenant,
-                    key_id=args.key, model=args.model)
+                    key_id=args.key, model=args.model, end_user=args.user, tag=args.tag)
     rows = await storage.usage_summary(f, args.group_by)
     print(json.dumps(rows, indent=2) if args.json else format_usage(rows, args.group_by))
     return 0
@@ -142,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         from router.ops.logs import setup_logging
 
         setup_logging(settings.deja.log_level, settings.deja.log_format)
+        for warning in settings.config_warnings:
+            logging.getLogger("deja.config").warning(warning)
         if args.command == "serve":
             host = args.host or settings.deja.host
             port = args.port if args.port is not None else settings.deja.port
@@ -157,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_with_storage(settings, lambda s: _keys(args, s)))
         if args.command == "usage":
             return asyncio.run(_with_storage(settings, lambda s: _usage(args, s)))
+        if args.command == "cache":
+            from router.cli.replay import run as run_replay
+
+            return run_replay(settings, args)
         return asyncio.run(_with_storage(settings, _migrate_report, migrate=False))
     except ConfigError as exc:
         print(f"deja: {exc}", file=sys.stderr)
@@ -170,8 +183,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deja: cannot start: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # a backend or a shipped file that cannot be used: one clear line, details in debug
-        import logging
-
         logging.getLogger("deja").debug("start-up failed", exc_info=True)
         print(f"deja: cannot start: {type(exc).__name__}: {exc} (log_level: debug shows the details)",
               file=sys.stderr)

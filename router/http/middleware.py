@@ -135,4 +135,8 @@ def _route(request: web.Request) -> str:
         return "chat"
     if path.endswith("/embeddings"):
         return "embeddings"
+    if path in ("/v1/responses", "/responses"):
+        return "responses"
+    if path in ("/v1/completions", "/completions"):
+        return "completions"
     return "other"

@@ -171,6 +171,36 @@ def without_nulls(body: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in body.items() if value is not None}
 
 
+class ResponsesRequest(BaseModel):
+    """What deja checks of a Responses API request (``POST /v1/responses``)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]] = Field(min_length=1)
+    instructions: str | None = None
+    stream: StrictBool | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    previous_response_id: str | None = None
+    user: str | None = None
+
+
+class CompletionRequest(BaseModel):
+    """What deja checks of a legacy completions request (``POST /v1/completions``)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    prompt: str | list[str] | list[int] | list[list[int]]
+    stream: StrictBool | None = None
+    stream_options: dict[str, Any] | None = None
+    n: int | None = Field(None, ge=1, le=128)
+    max_tokens: int | None = Field(None, ge=0)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    user: str | None = None
+
+
 def validate(model: type[BaseModel], body: dict[str, Any]) -> BaseModel:
     try:
         return model.model_validate(body)

@@ -79,6 +79,12 @@ class SSEWriter:
         await self.prepare()
         await self._write(b"data: " + orjson.dumps(payload) + b"\n\n")
 
+    async def send_event(self, payload: dict[str, Any]) -> None:
+        """A named event (``event: <type>`` then its data), as the Responses API streams."""
+        await self.prepare()
+        await self._write(b"event: " + str(payload.get("type", "message")).encode() + b"\ndata: "
+                          + orjson.dumps(payload) + b"\n\n")
+
     async def keepalive(self) -> None:
         await self.prepare()
         await self._write(b": keep-alive\n\n")
@@ -97,12 +103,13 @@ class SSEWriter:
         await self.send(body)
         await self.done()
 
-    async def done(self) -> None:
+    async def done(self, terminator: bytes = b"data: [DONE]\n\n") -> None:
+        """End the stream (the Responses API ends with its last event: ``terminator=b""``)."""
         self.stop_heartbeat()
         if self._ping is not None and not self._ping.done():
             await asyncio.wait({self._ping})  # a ping mid-write ends before the stream does
         await self.prepare()
-        await self._write(b"data: [DONE]\n\n", eof=True)
+        await self._write(terminator, eof=True)
 
 
 class StreamAccumulator:

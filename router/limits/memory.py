@@ -7,9 +7,13 @@ Semantics shared by ``MemoryLimiter`` (one process) and ``router.limits.redis_li
 - Tokens per minute: ``admit`` reserves ``estimated_tokens`` (prompt tokens plus ``max_tokens`` or a default)
   if ``used + estimate <= tpm``; ``settle`` corrects that reservation to the real usage. A request larger than
   the whole TPM limit is denied with ``retry_after=None``.
-- Budgets: a key is denied once its spend in the current period (UTC day or month, or lifetime when no
-  period) reaches ``budget_usd``; ``settle`` adds the request's real cost. Each period's spend is seeded, when
-  absent, from ``spend_loader(key_id, period_start)`` (the database's record).
+- Budgets: a key is denied once its spend in the current period reaches ``budget_usd``; ``settle`` adds the
+  request's real cost. Periods are fixed UTC windows: ``1h`` (from the hour), ``1d``/``daily`` (from midnight),
+  ``7d`` (from Monday 00:00), ``30d`` (30-day windows counted from the Unix epoch), ``monthly`` (from the 1st),
+  or lifetime when no period. Each period's spend is seeded, when absent, from
+  ``spend_loader(key_id, period_start)`` (the database's record).
+- Tenant budgets (``Limits.tenant_budget_usd``): the same, for the spend of every key of the tenant together,
+  seeded from ``tenant_spend_loader(tenant, period_start)``; checked before the key's own limits.
 - Cache hits count as requests but cost nothing: settle them with ``actual_tokens=0, cost_usd=0``.
 - Keys without limits never touch any state: ``admit`` returns a shared "allowed" decision.
 
@@ -49,7 +53,7 @@ def new_reservation_id() -> str:
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    limit: str | None  # None | "requests" | "tokens" | "budget" | "unavailable"
+    limit: str | None  # None | "requests" | "tokens" | "budget" | "tenant_budget" | "unavailable"
     retry_after: float | None
     headers: dict[str, str]
     reservation: str | None
@@ -60,9 +64,10 @@ class Decision:
         if self.allowed:
             return
         wait = f" Please try again in {format_duration(self.retry_after)}." if self.retry_after else ""
-        if self.limit == "budget":
+        if self.limit in ("budget", "tenant_budget"):
+            whose = "This key's tenant has" if self.limit == "tenant_budget" else "This key has"
             raise BudgetExceededError(
-                "This key has reached its spend budget." + wait,
+                f"{whose} reached its spend budget." + wait,
                 retry_after=self.retry_after,
                 headers=self.headers,
             )
@@ -104,12 +109,21 @@ def format_duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+_MONDAY_OFFSET = 4 * 86_400  # 1970-01-01 was a Thursday: weeks from Monday 00:00 UTC start 4 days later
+_FIXED_PERIODS = {"1h": (3600, 0), "7d": (7 * 86_400, _MONDAY_OFFSET), "30d": (30 * 86_400, 0)}
+
+
 def period_bounds(period: str | None, now: float) -> tuple[float, float | None]:
     """(start, end) of the UTC budget period holding ``now``; a lifetime budget is ``(0.0, None)``."""
     if period is None:
         return 0.0, None
+    fixed = _FIXED_PERIODS.get(period)
+    if fixed is not None:
+        length, offset = fixed
+        start_ts = (now - offset) // length * length + offset
+        return start_ts, start_ts + length
     moment = datetime.fromtimestamp(now, UTC)
-    if period == "daily":
+    if period in ("daily", "1d"):
         start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
         end = start + timedelta(days=1)
     elif period == "monthly":
@@ -167,8 +181,9 @@ def make_decision(
     # clamp to the window: a replica whose clock trails another's would otherwise promise more than 60 s
     retry_after = None if retry_after_ms is None or retry_after_ms < 0 else min(retry_after_ms, WINDOW_MS) / 1000
     detail = ""
-    if limit == "budget":
-        end = period_bounds(limits.budget_period, now)[1]
+    if limit in ("budget", "tenant_budget"):
+        period = limits.tenant_budget_period if limit == "tenant_budget" else limits.budget_period
+        end = period_bounds(period, now)[1]
         retry_after = None if end is None else max(0.0, end - now)
     elif limit == "tokens" and retry_after is None:
         detail = f"Request too large: its token estimate exceeds this key's limit of {limits.tpm} per minute."
@@ -220,28 +235,39 @@ class MemoryLimiter:
     """Limits for a single process (no shared state): the same semantics as ``RedisLimiter``."""
 
     def __init__(
-        self, *, clock: Callable[[], float] = time.time, spend_loader: SpendLoader | None = None
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        spend_loader: SpendLoader | None = None,
+        tenant_spend_loader: SpendLoader | None = None,
     ) -> None:
         self._clock = clock
         self._spend_loader = spend_loader
+        self._tenant_spend_loader = tenant_spend_loader
         self._states: dict[str, _KeyState] = {}
+        self._tenants: dict[str, _KeyState] = {}  # only spend_period and spend are used
 
     async def admit(self, key_id: str, limits: Limits, *, estimated_tokens: int) -> Decision:
         if limits.unlimited:
             return ALLOWED
         state = self._states.setdefault(key_id, _KeyState())
+        tenant = self._tenants.setdefault(limits.tenant, _KeyState()) if limits.tenant is not None else None
         estimate = max(0, int(estimated_tokens))
-        if limits.budget_usd is not None:
-            try:
-                await self._seed_spend(key_id, state, limits.budget_period)
-            except Exception:
-                log.exception("spend_loader failed for key %s", key_id)
-                return unavailable_decision()
+        try:
+            if limits.budget_usd is not None:
+                await self._seed(self._spend_loader, key_id, state, limits.budget_period)
+            if tenant is not None and limits.tenant is not None:
+                await self._seed(self._tenant_spend_loader, limits.tenant, tenant, limits.tenant_budget_period)
+        except Exception:
+            log.exception("spend_loader failed for key %s", key_id)
+            return unavailable_decision()
         # From here on there is no await: check-and-count is atomic within the event loop.
         now = self._clock()
         now_ms = to_ms(now)
         state.trim(now_ms)
         limit, retry_ms = self._check(state, limits, estimate, now_ms)
+        if tenant is not None and limits.tenant_budget_usd is not None and tenant.spend >= limits.tenant_budget_usd:
+            limit, retry_ms = "tenant_budget", None
         reservation = None
         if limit is None:
             reservation = new_reservation_id()
@@ -271,21 +297,26 @@ class MemoryLimiter:
                 actual = max(0, int(actual_tokens))
                 state.token_total += actual - entry[1]
                 entry[1] = actual
-        if limits.budget_usd is not None and cost_usd > 0:
-            start, _ = period_bounds(limits.budget_period, self._clock())
-            if state.spend_period == start:
-                state.spend += cost_usd
+        if cost_usd <= 0:
+            return
+        now = self._clock()
+        if limits.budget_usd is not None and state.spend_period == period_bounds(limits.budget_period, now)[0]:
+            state.spend += cost_usd
+        tenant = self._tenants.get(limits.tenant) if limits.tenant is not None else None
+        if tenant is not None and tenant.spend_period == period_bounds(limits.tenant_budget_period, now)[0]:
+            tenant.spend += cost_usd
 
     async def close(self) -> None:
         self._states.clear()
+        self._tenants.clear()
 
-    async def _seed_spend(self, key_id: str, state: _KeyState, period: str | None) -> None:
+    async def _seed(self, loader: SpendLoader | None, owner: str, state: _KeyState, period: str | None) -> None:
         start, _ = period_bounds(period, self._clock())
         if state.spend_period == start:
             return
         spend = 0.0
-        if self._spend_loader is not None:
-            spend = float(await self._spend_loader(key_id, start) or 0.0)
+        if loader is not None:
+            spend = float(await loader(owner, start) or 0.0)
         if state.spend_period != start:  # set-if-absent: a concurrent admit may have seeded it meanwhile
             state.spend_period, state.spend = start, spend
 

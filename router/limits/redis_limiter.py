@@ -7,6 +7,10 @@ Per key (all under one hash tag, so the script's keys share a cluster slot):
 - ``{prefix}rl:{<key_id>}:tokamt``   hash reservation -> tokens, plus ``__total`` = the sum in the window
 - ``{prefix}rl:{<key_id>}:spend:<period start>``  spend (USD) in that period, seeded by ``spend_loader``
 
+Per tenant with a budget: ``{prefix}rl:{tenant:<tenant>}:spend:<period start>``, seeded by
+``tenant_spend_loader``, read before the key's script and increased at settlement (a separate command: the
+tenant's counter lives in another cluster slot than the key's).
+
 Clock: by default the caller's ``clock`` (``time.time``) is passed into the script, which keeps tests able to
 move time without sleeping; replicas must then run NTP-synchronised clocks (a skew of ``s`` seconds shifts
 window edges by ``s``). Pass ``clock=None`` to use Redis ``TIME`` instead: one honest shared clock for the
@@ -27,9 +31,6 @@ from collections.abc import Callable
 from typing import Literal
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from router.auth.keys import Limits
@@ -173,11 +174,12 @@ class SpendLoaderFailed(Exception):
 class RedisLimiter:
     def __init__(
         self,
-        redis_url: str,
+        redis_url_or_client: str | aioredis.Redis,
         *,
         prefix: str,
         failure_mode: Literal["closed", "open"] = "closed",
         spend_loader: SpendLoader | None = None,
+        tenant_spend_loader: SpendLoader | None = None,
         clock: Callable[[], float] | None = time.time,
         on_unavailable: Callable[[], None] | None = None,
         timeout: float = 0.5,
@@ -186,22 +188,20 @@ class RedisLimiter:
     ) -> None:
         if failure_mode not in ("closed", "open"):
             raise ValueError(f"failure_mode must be 'closed' or 'open', not {failure_mode!r}")
-        # A bounded pool: a burst queues for a connection (at most pool_timeout) instead of opening hundreds
-        # of connections at once, whose handshakes on a busy event loop would themselves hit `timeout`.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url,
-            max_connections=max_connections,
-            timeout=pool_timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),  # one reconnect, no wait
-        )
-        self._redis = aioredis.Redis.from_pool(pool)
+        self._own_client = isinstance(redis_url_or_client, str)
+        if isinstance(redis_url_or_client, str):
+            from router.redis_pool import bounded_client
+
+            self._redis = bounded_client(redis_url_or_client, max_connections=max_connections, timeout=timeout,
+                                         pool_timeout=pool_timeout)
+        else:  # a shared client (the app's one pool): closed by its owner
+            self._redis = redis_url_or_client
         self._admit_script = self._redis.register_script(ADMIT_LUA)
         self._settle_script = self._redis.register_script(SETTLE_LUA)
         self._prefix = prefix
         self._failure_mode = failure_mode
         self._spend_loader = spend_loader
+        self._tenant_spend_loader = tenant_spend_loader
         self._clock = clock
         self._on_unavailable = on_unavailable
         self._healthy = True
@@ -222,6 +222,12 @@ class RedisLimiter:
             reservation,
         ]
         try:
+            if limits.tenant is not None and limits.tenant_budget_usd is not None:
+                spent = await self._tenant_spend(limits, now)
+                if spent >= limits.tenant_budget_usd:
+                    self._mark_healthy()
+                    return make_decision(limits, Usage(), limit="tenant_budget", retry_after_ms=None,
+                                         reservation=None, now=now)
             result = await self._admit_script(keys=keys, args=args)
             if int(result[0]) == _SEED_AGAIN:
                 await self._seed_spend(keys[3], key_id, limits, now)
@@ -251,20 +257,27 @@ class RedisLimiter:
             return
         reservation = decision.reservation if limits.tpm is not None and decision.reservation else ""
         cost = f"{cost_usd:.15f}" if limits.budget_usd is not None and cost_usd > 0 else ""
-        if not reservation and not cost:
+        tenant_cost = f"{cost_usd:.15f}" if limits.tenant_budget_usd is not None and cost_usd > 0 else ""
+        if not reservation and not cost and not tenant_cost:
             return
-        keys = self._keys(key_id, limits, self._now())
+        now = self._now()
+        keys = self._keys(key_id, limits, now)
         try:
-            await self._settle_script(
-                keys=[keys[2], keys[3]], args=[reservation, max(0, int(actual_tokens)), cost]
-            )
+            if reservation or cost:
+                await self._settle_script(
+                    keys=[keys[2], keys[3]], args=[reservation, max(0, int(actual_tokens)), cost]
+                )
+            if tenant_cost:
+                tenant_key = self._tenant_key(limits, now)
+                await self._settle_script(keys=[tenant_key, tenant_key], args=["", 0, tenant_cost])
         except (RedisError, OSError) as exc:  # the response is already served: count the failure, don't raise
             self._report(exc)
             return
         self._mark_healthy()
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        if self._own_client:
+            await self._redis.aclose()
 
     def _now(self) -> float:
         return time.time() if self._clock is None else self._clock()
@@ -273,6 +286,29 @@ class RedisLimiter:
         base = f"{self._prefix}rl:{{{key_id}}}:"
         period_start, _ = period_bounds(limits.budget_period, now)
         return [base + "req", base + "tok", base + "tokamt", f"{base}spend:{int(period_start)}"]
+
+    def _tenant_key(self, limits: Limits, now: float) -> str:
+        start, _ = period_bounds(limits.tenant_budget_period, now)
+        return f"{self._prefix}rl:{{tenant:{limits.tenant}}}:spend:{int(start)}"
+
+    async def _tenant_spend(self, limits: Limits, now: float) -> float:
+        """The tenant's spend in its current budget period, seeded from ``tenant_spend_loader`` when absent."""
+        assert limits.tenant is not None
+        key = self._tenant_key(limits, now)
+        value = await self._redis.get(key)
+        if value is not None:
+            return float(value)
+        start, end = period_bounds(limits.tenant_budget_period, now)
+        spend = 0.0
+        if self._tenant_spend_loader is not None:
+            try:
+                spend = float(await self._tenant_spend_loader(limits.tenant, start) or 0.0)
+            except Exception as exc:
+                raise SpendLoaderFailed(f"tenant_spend_loader failed for {limits.tenant}: {exc!r}") from exc
+        ttl = _LIFETIME_SPEND_TTL if end is None else max(60, int(end - now) + 3600)
+        await self._redis.set(key, repr(spend), nx=True, ex=ttl)
+        value = await self._redis.get(key)  # another replica may have seeded it first
+        return float(value) if value is not None else spend
 
     async def _seed_spend(self, spend_key: str, key_id: str, limits: Limits, now: float) -> None:
         start, end = period_bounds(limits.budget_period, now)

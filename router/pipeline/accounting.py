@@ -33,12 +33,36 @@ async def admit(ctx: Context, call: Call, estimated_tokens: int) -> Admission:
     return Admission(headers=dict(decision.headers), decision=decision, estimated_tokens=estimated_tokens)
 
 
+def _usd(value: float) -> str:
+    return repr(round(value, 12))
+
+
+async def spend_headers(ctx: Context, call: Call, cost_usd: float | None) -> dict[str, str]:
+    """The answer's cost (LiteLLM's ``x-litellm-response-cost`` and deja's name for it) when it is known before
+    the headers go out, and, for a virtual key, the key's spend so far including this answer. Never raises."""
+    headers: dict[str, str] = {}
+    if cost_usd is not None:
+        headers["x-deja-response-cost"] = headers["x-litellm-response-cost"] = _usd(cost_usd)
+    key_id = call.principal.key_id
+    if key_id is not None and ctx.spend is not None:
+        try:
+            spent = await ctx.spend.current(key_id)
+        except Exception:  # a courtesy header: never fail an answer over it
+            log.debug("key spend unavailable for %s", key_id, exc_info=True)
+            spent = None
+        if spent is not None:
+            headers["x-deja-key-spend"] = headers["x-litellm-key-spend"] = _usd(spent + (cost_usd or 0.0))
+    return headers
+
+
 def finish(ctx: Context, outcome: Outcome) -> None:
     """Account for the request. Never raises, never awaits: safe in ``finally`` even when the client went away."""
     try:
         _observe(ctx, outcome)
         _record(ctx, outcome)
         _settle(ctx, outcome)
+        if ctx.spend is not None and outcome.call.principal.key_id is not None:
+            ctx.spend.add(outcome.call.principal.key_id, outcome.cost_usd)
     except Exception:  # accounting must never turn an answered request into a failure
         log.exception("could not record request %s", outcome.call.request_id)
 
@@ -50,18 +74,19 @@ def _observe(ctx: Context, o: Outcome) -> None:
     ttft = o.delivery.ttft if o.delivery is not None else None
     if ttft is not None and o.call.stream:
         metrics.ttft.labels(model=model, cache=cache).observe(ttft)
-    source = "cache" if o.hit else "upstream"
+    source, tenant = "cache" if o.hit else "upstream", o.call.principal.tenant
     if o.status < 400:
-        metrics.tokens.labels(kind="prompt", source=source).inc(o.prompt_tokens_client if o.hit
-                                                                 else o.prompt_tokens_sent)
-        metrics.tokens.labels(kind="completion", source=source).inc(o.completion_tokens)
+        metrics.observe_tokens(kind="prompt", source=source, model=model, tenant=tenant,
+                               count=o.prompt_tokens_client if o.hit else o.prompt_tokens_sent)
+        metrics.observe_tokens(kind="completion", source=source, model=model, tenant=tenant,
+                               count=o.completion_tokens)
     if o.hit and o.delivery is not None:
         metrics.tokens_saved.labels(by="cache").inc(o.prompt_tokens_client + o.completion_tokens)
         metrics.cost_saved.labels(by="cache").inc(o.delivery.saved_cache_usd)
     elif o.status < 400 and o.compressed is not None:
         metrics.tokens_saved.labels(by="compression").inc(o.compressed.saved_tokens)
         metrics.cost_saved.labels(by="compression").inc(o.compressed.saved_usd)
-    metrics.cost.inc(o.cost_usd)
+    metrics.observe_spend(model=model, tenant=tenant, cost_usd=o.cost_usd, tags=o.call.tags)
     delivery = o.delivery
     if delivery is not None and delivery.served.deployment and delivery.upstream_seconds is not None:
         metrics.upstream.labels(deployment=delivery.served.deployment, status=str(o.status)).inc()
@@ -84,7 +109,7 @@ def _record(ctx: Context, o: Outcome) -> None:
         request_id=call.request_id, ts=call.ts, route=call.route, key_id=call.principal.key_id,
         tenant=call.principal.tenant, end_user=call.end_user, model=call.model, deployment=o.deployment,
         provider=delivery.served.provider if delivery is not None else None, cache=o.cache,
-        similarity=delivery.similarity if delivery is not None else None,
+        similarity=o.similarity, cache_reason=o.cache_reason,
         prompt_tokens_client=o.prompt_tokens_client, prompt_tokens_sent=o.prompt_tokens_sent,
         completion_tokens=o.completion_tokens, cost_usd=o.cost_usd,
         saved_cache_usd=delivery.saved_cache_usd if delivery is not None else 0.0,
@@ -93,7 +118,10 @@ def _record(ctx: Context, o: Outcome) -> None:
         ttft_ms=None if delivery is None or delivery.ttft is None else delivery.ttft * 1000,
         status=o.status, error_type=o.error_type, stream=call.stream,
         request_body=_body_text(call.request_body) if store else None,
-        response_body=_body_text(delivery.response if delivery is not None else None) if store else None))
+        response_body=_body_text(delivery.response if delivery is not None else None) if store else None,
+        tags=orjson.dumps(list(call.tags)).decode() if call.tags else None,
+        metadata=_body_text(call.metadata) if call.metadata else None,
+        trace_id=call.trace.trace_id if call.trace is not None else None))
     ctx.metrics.usage_queue.set(writer.depth)
 
 

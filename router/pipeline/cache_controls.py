@@ -26,6 +26,7 @@ class CacheControls:
     threshold: float | None = None
     ttl: float | None = None
     namespace: str = ""
+    max_age: float | None = None  # accept only hits stored at most this many seconds ago (LiteLLM's s-maxage)
 
 
 def _number(headers: Mapping[str, str], name: str, low: float, high: float) -> float | None:

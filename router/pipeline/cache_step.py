@@ -3,10 +3,12 @@ store in the background (``store``)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from cache import CacheUnavailableError, build_scope
 from router.pipeline.cache_controls import CacheControls
+from router.pipeline.cache_debug import explain, metric_reason, too_old
 from router.pipeline.context import Context
 from router.pipeline.steps import Call, Lookup
 
@@ -17,7 +19,9 @@ async def look_up(ctx: Context, call: Call, body: dict[str, Any], controls: Cach
         return Lookup("off")
     if controls.no_store:
         return Lookup("bypass")
-    scope, query = build_scope(body, tenant=call.principal.tenant, namespace=controls.namespace)
+    group = ctx.provider.resolve(call.model)  # an alias and its group share one scope, as they share deployments
+    scoped = body if body.get("model") == group else {**body, "model": group}
+    scope, query = build_scope(scoped, tenant=call.principal.tenant, namespace=controls.namespace)
     if controls.no_cache:
         return Lookup("bypass", scope=scope, query=query, store_ttl=controls.ttl)
     metrics = ctx.metrics
@@ -28,12 +32,20 @@ async def look_up(ctx: Context, call: Call, body: dict[str, Any], controls: Cach
         metrics.cache_errors.inc()
         metrics.cache_lookups.labels(result="error").inc()
         return Lookup("bypass")
+    entry = result.entry
+    if entry is not None and controls.max_age is not None and time.time() - entry.created_at > controls.max_age:
+        metrics.cache_lookups.labels(result="miss").inc()  # older than the client accepts: answered afresh
+        return Lookup("miss", scope=scope, query=query, store_ttl=controls.ttl, explanation=too_old(result))
     if result.best_similarity is not None:
         metrics.cache_similarity.observe(result.best_similarity)
     metrics.cache_lookups.labels(result=result.kind).inc()
+    explanation = explain(result, floor=cache.floor(threshold), semantic=cache.semantic_applicable(body, query))
+    if explanation.rejected:
+        metrics.cache_rejections.labels(reason=metric_reason(explanation.reason)).inc()
     if result.rejected_reason == TOO_LONG:
         metrics.skipped.labels(step="verifier", reason=TOO_LONG).inc()
-    return Lookup(result.kind, result=result, scope=scope, query=query, store_ttl=controls.ttl)
+    return Lookup(result.kind, result=result, scope=scope, query=query, store_ttl=controls.ttl,
+                  explanation=explanation)
 
 
 TOO_LONG = "too-long"  # cache.verify: a text over MAX_VERIFY_CHARS is not verified, the candidate not served

@@ -17,12 +17,16 @@ from providers.errors import ProviderError
 from providers.interface import Served
 from router.appkeys import CONTEXT
 from router.http import errors as err
+from router.http.attribution import attribution, without_tags
 from router.http.middleware import MODEL_LABEL, OUTCOME, REQUEST_ID, json_response
 from router.http.parsing import ChatRequest, read_json, validate, without_nulls
 from router.http.sse import SSEWriter, StreamAccumulator, fresh_identity, replay_chunks
+from router.http.tracing import trace_context
 from router.pipeline import cache_step
-from router.pipeline.accounting import admit, finish
+from router.pipeline.accounting import admit, finish, spend_headers
+from router.pipeline.body_cache import with_body_cache
 from router.pipeline.cache_controls import cache_headers, parse_cache_controls
+from router.pipeline.cache_debug import debug_headers
 from router.pipeline.context import Context
 from router.pipeline.steps import Admission, Call, Compressed, Delivery, Lookup, Meter, Outcome
 
@@ -34,7 +38,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = without_nulls(await read_json(request, ctx.settings.max_body_bytes))
     validate(ChatRequest, body)
     call = await accept(ctx, request, body, route="chat", request_body=body.get("messages"))
-    controls = parse_cache_controls(request.headers)
+    controls = with_body_cache(parse_cache_controls(request.headers), body)
+    body = without_tags(body)  # the tags are deja's, not the model's
     compressed: Compressed | None = None
     admission: Admission | None = None
     lookup: Lookup | None = None
@@ -45,7 +50,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         compressed = await compress_step(ctx, request, call, body)
         admission = await admit(ctx, call, completion_budget(ctx, compressed))
         lookup = await cache_step.look_up(ctx, call, compressed.body, controls)
-        headers = answer_headers(call, compressed, admission)
+        headers = answer_headers(call, compressed, admission) | debug_headers(request.headers, call.principal, lookup)
         if lookup.hit:
             response, delivery = await serve_hit(ctx, request, call, compressed, lookup, headers)
             return response
@@ -75,14 +80,16 @@ async def accept(ctx: Context, request: web.Request, body: dict[str, Any], *, ro
     model = body["model"]
     ctx.provider.check_model(model)
     request[MODEL_LABEL] = model
-    ctx.auth.check_model(principal, model)
+    ctx.auth.check_model(principal, model, ctx.provider.resolve(model))
     user = body.get("user")
+    found = attribution(request.headers, body)
     return Call(request_id=request[REQUEST_ID], route=route, principal=principal, model=model,
                 stream=bool(body.get("stream")), end_user=user if isinstance(user, str) else None,
-                request_body=request_body)
+                request_body=request_body, tags=found.tags, metadata=found.metadata,
+                trace=trace_context(request.headers))
 
 
-def _level(ctx: Context, request: web.Request, call: Call) -> Level:
+def level_for(ctx: Context, request: web.Request, call: Call) -> Level:
     """The header wins, then the key's ``metadata.compression``, then the model group's, then the default."""
     compression = ctx.settings.compression
     default = parse_level(compression.per_model.get(call.model, compression.default), Level.LOSSLESS)
@@ -102,7 +109,7 @@ async def compress_step(ctx: Context, request: web.Request, call: Call, body: di
     options = CompressionOptions(auto_min_tokens=settings.auto_min_tokens, auto_ratio=settings.auto_ratio,
                                  auto_scorer=settings.auto_scorer)
     embed = ctx.embedder.embed if ctx.embedder is not None else None
-    messages, report = await compress(body["messages"], level=_level(ctx, request, call), model=call.model,
+    messages, report = await compress(body["messages"], level=level_for(ctx, request, call), model=call.model,
                                       embed=embed, options=options)
     sent = body if messages is body["messages"] else {**body, "messages": messages}
     saved = max(0, report.tokens_original - report.tokens_sent)
@@ -136,6 +143,7 @@ async def serve_hit(ctx: Context, request: web.Request, call: Call, compressed: 
                                                           completion_tokens),
                         ttft=time.perf_counter() - call.started, response=response)
     body = compressed.body
+    headers.update(await spend_headers(ctx, call, 0.0))
     if not body.get("stream"):
         cid, created = fresh_identity(response)
         return json_response({**response, "id": cid, "created": created}, headers=headers), delivery
@@ -167,7 +175,7 @@ async def json_miss(ctx: Context, call: Call, compressed: Compressed, lookup: Lo
                     meter: Meter) -> web.StreamResponse:
     meter.upstream_begins()
     try:
-        data, served = await ctx.provider.complete(compressed.body)
+        data, served = await ctx.provider.complete(compressed.body, call.upstream_headers)
     except ProviderError as exc:
         _failed(ctx, call, meter, exc)
         raise
@@ -179,6 +187,7 @@ async def json_miss(ctx: Context, call: Call, compressed: Compressed, lookup: Lo
     meter.response = data
     if data.get("choices") and all(c.get("finish_reason") in _COMPLETE for c in data["choices"]):
         cache_step.store(ctx, lookup, compressed.body, data)
+    headers.update(await spend_headers(ctx, call, meter.cost_usd))
     return json_response(data, headers=headers)
 
 
@@ -187,11 +196,12 @@ async def stream_miss(ctx: Context, request: web.Request, call: Call, compressed
     body = compressed.body
     client_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     upstream_body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
+    headers.update(await spend_headers(ctx, call, None))  # the cost is not known before the headers go out
     writer = SSEWriter(request, headers)
     acc = StreamAccumulator()
     meter.prompt_tokens = compressed.tokens_sent
     meter.upstream_begins()
-    source = ctx.provider.stream(upstream_body, meter.served)
+    source = ctx.provider.stream(upstream_body, meter.served, call.upstream_headers)
     writer.start_heartbeat(ctx.settings.keepalive_seconds)
     try:
         async for item in source:

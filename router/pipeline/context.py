@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from router.appkeys import AUTH, BACKGROUND, CACHE, EMBEDDER, LIMITER, METRICS, PROVIDER, SETTINGS, USAGE
+from router.appkeys import AUTH, BACKGROUND, CACHE, EMBEDDER, KEY_SPEND, LIMITER, METRICS, PROVIDER, SETTINGS, USAGE
 
 if TYPE_CHECKING:
     from cache import SemanticCache
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from router.limits.memory import Limiter
     from router.ops.metrics import Metrics
     from router.storage import UsageWriter
+    from router.storage.spend import KeySpend
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Context:
     embedder: Embedder | None
     usage: UsageWriter | None
     background: set[asyncio.Task[Any]]
+    spend: KeySpend | None = None  # a key's spend so far (the answer's x-litellm-key-spend)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run post-response work (cache store, limiter settle) so a client going away cannot cancel it; the
@@ -49,4 +51,4 @@ def build_context(app: web.Application) -> Context:
     """Called once at start-up, after every resource is built (``router.resources.pipeline_ctx``)."""
     return Context(settings=app[SETTINGS].deja, provider=app[PROVIDER], auth=app[AUTH], limiter=app[LIMITER],
                    metrics=app[METRICS], cache=app.get(CACHE), embedder=app.get(EMBEDDER), usage=app.get(USAGE),
-                   background=app[BACKGROUND])
+                   background=app[BACKGROUND], spend=app.get(KEY_SPEND))

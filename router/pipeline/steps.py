@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from cache import LookupResult, Scope
     from router.auth.keys import Principal
     from router.http.errors import DejaError
+    from router.http.tracing import TraceContext
     from router.limits.memory import Decision
+    from router.pipeline.cache_debug import Explanation
 
 CacheLabel = Literal["exact", "semantic", "miss", "bypass", "off"]
 
@@ -37,6 +39,16 @@ class Call:
     request_body: Any = None  # what is stored with the usage row (messages, or the embedding input)
     started: float = field(default_factory=time.perf_counter)
     ts: float = field(default_factory=time.time)
+    tags: tuple[str, ...] = ()  # metadata.tags, x-litellm-tags, x-deja-tags
+    metadata: dict[str, Any] | None = field(default=None, compare=False)  # the body's metadata, stored
+    trace: TraceContext | None = None  # forwarded upstream with the request id
+
+    @property
+    def upstream_headers(self) -> dict[str, str]:
+        """Headers the deployment gets with this request: the trace context and deja's request id."""
+        if self.trace is None:
+            return {"X-Request-Id": self.request_id}
+        return self.trace.upstream_headers(self.request_id)
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,7 @@ class Lookup:
     scope: Scope | None = None
     query: str | None = None
     store_ttl: float | None = None
+    explanation: Explanation | None = None  # why it hit or missed (None: no lookup was made)
 
     @property
     def hit(self) -> bool:
@@ -178,6 +191,17 @@ class Outcome:
     @property
     def deployment(self) -> str | None:
         return self.delivery.served.deployment if self.delivery is not None else None
+
+    @property
+    def similarity(self) -> float | None:
+        """The served entry's similarity on a hit, else the best candidate's (None: nothing compared)."""
+        explanation = self.lookup.explanation if self.lookup is not None else None
+        return explanation.similarity if explanation is not None else None
+
+    @property
+    def cache_reason(self) -> str | None:
+        explanation = self.lookup.explanation if self.lookup is not None else None
+        return explanation.reason if explanation is not None else None
 
     @property
     def error_type(self) -> str | None:

@@ -2,7 +2,8 @@
 
 Tables: ``usage_log`` (one row per request, ``request_id`` primary key), ``usage_daily`` (rollup per UTC day,
 tenant, key, model; ``key_id`` is '' for requests without a key so it can be part of the primary key),
-``api_keys`` (virtual keys) and ``schema_migrations`` (applied versions).
+``usage_tags`` (one row per tag of a request, for grouping and filtering by tag), ``api_keys`` (virtual keys)
+and ``schema_migrations`` (applied versions).
 Append new versions; never edit old ones.
 """
 
@@ -90,12 +91,67 @@ def _initial(float_type: str, day_type: str, json_type: str) -> str:
     )
 
 
+# Version 3: why the cache hit or missed, for every lookup (the verifier's reason, below-floor, no-candidate, ...).
+_CACHE_REASON = "ALTER TABLE usage_log ADD COLUMN cache_reason TEXT;"
+
+# Version 2: tags, metadata and trace id on usage rows; usage_tags; the rollup's last request time (a key's
+# last use); budget periods beyond daily/monthly (the CHECK on api_keys.budget_period goes: the application
+# validates the period).
+_TAGS_TABLE = """
+CREATE TABLE usage_tags (
+    tenant     TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    tag        TEXT NOT NULL,
+    ts         {float} NOT NULL,
+    PRIMARY KEY (tenant, request_id, tag)
+);
+CREATE INDEX usage_tags_tag_ts_idx ON usage_tags (tag, ts);
+CREATE INDEX usage_tags_ts_idx ON usage_tags (ts);
+"""
+_V2_COLUMNS = """
+ALTER TABLE usage_log ADD COLUMN tags TEXT;
+ALTER TABLE usage_log ADD COLUMN metadata TEXT;
+ALTER TABLE usage_log ADD COLUMN trace_id TEXT;
+ALTER TABLE usage_daily ADD COLUMN last_ts {float};
+CREATE INDEX usage_log_end_user_ts_idx ON usage_log (end_user, ts);
+"""
+_V2_POSTGRES = (
+    _V2_COLUMNS.format(float="DOUBLE PRECISION") + _TAGS_TABLE.format(float="DOUBLE PRECISION") + """
+UPDATE usage_daily d SET last_ts = (
+    SELECT MAX(l.ts) FROM usage_log l WHERE l.tenant = d.tenant AND COALESCE(l.key_id, '') = d.key_id
+    AND l.model = d.model AND (to_timestamp(l.ts) AT TIME ZONE 'UTC')::date = d.day);
+ALTER TABLE api_keys DROP CONSTRAINT IF EXISTS api_keys_budget_period_check;
+"""
+)
+# SQLite cannot drop a CHECK constraint: api_keys is rebuilt without it.
+_V2_SQLITE = (
+    _V2_COLUMNS.format(float="REAL") + _TAGS_TABLE.format(float="REAL") + """
+UPDATE usage_daily SET last_ts = (
+    SELECT MAX(l.ts) FROM usage_log l WHERE l.tenant = usage_daily.tenant
+    AND COALESCE(l.key_id, '') = usage_daily.key_id AND l.model = usage_daily.model
+    AND strftime('%Y-%m-%d', l.ts, 'unixepoch') = usage_daily.day);
+"""
+    + "CREATE TABLE api_keys_v2 ("
+    + _KEY_COLUMNS.format(float="REAL", json="TEXT", day="TEXT").replace(
+        "budget_period  TEXT CHECK (budget_period IN ('daily', 'monthly'))", "budget_period  TEXT")
+    + """);
+INSERT INTO api_keys_v2 SELECT * FROM api_keys;
+DROP TABLE api_keys;
+ALTER TABLE api_keys_v2 RENAME TO api_keys;
+CREATE INDEX api_keys_tenant_idx ON api_keys (tenant);
+"""
+)
+
 POSTGRES: list[tuple[int, str]] = [
     (1, _initial("DOUBLE PRECISION", "DATE", "JSONB")),
+    (2, _V2_POSTGRES),
+    (3, _CACHE_REASON),
 ]
 
 SQLITE: list[tuple[int, str]] = [
     (1, _initial("REAL", "TEXT", "TEXT")),
+    (2, _V2_SQLITE),
+    (3, _CACHE_REASON),
 ]
 
 MIGRATIONS_TABLE = (

@@ -15,7 +15,10 @@ from typing import Any, Protocol, runtime_checkable
 from router.storage.errors import InvalidQueryError
 
 DAY = 86_400
-GROUP_BY = ("day", "model", "key", "tenant")
+GROUP_BY = ("day", "model", "key", "tenant", "tag", "user")
+RAW_ONLY_GROUPS = ("tag", "user")  # the daily rollup has neither: these read raw rows
+MAX_TAGS = 20
+MAX_TAG_CHARS = 128
 CACHE_HITS = ("exact", "semantic")
 CACHE_LOOKUPS = ("exact", "semantic", "miss")
 
@@ -48,6 +51,10 @@ class UsageRecord:
     stream: bool
     request_body: str | None = None
     response_body: str | None = None
+    tags: str | None = None  # a JSON array of strings (``usage_tags`` holds one row per tag for grouping)
+    metadata: str | None = None  # the request's ``metadata`` as JSON text, capped by the writer
+    trace_id: str | None = None  # the W3C trace id of the request's ``traceparent``
+    cache_reason: str | None = None  # why the cache hit or missed (router.pipeline.cache_debug), NULL: no lookup
 
 
 USAGE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(UsageRecord))
@@ -76,7 +83,19 @@ class KeyRecord:
 
 KEY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(KeyRecord))
 KEY_UPDATABLE = frozenset(KEY_COLUMNS) - {"id", "created_at"}
-BUDGET_PERIODS = (None, "daily", "monthly")
+BUDGET_PERIODS = (None, "1h", "1d", "7d", "30d", "daily", "monthly")
+
+
+@dataclass(frozen=True)
+class KeyActivity:
+    """A key's requests, spend and last use, read from the daily rollup (current within one usage batch)."""
+
+    requests: int = 0
+    spend_usd: float = 0.0
+    last_used_at: float | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {"spend_usd": self.spend_usd, "requests": self.requests, "last_used_at": self.last_used_at}
 
 
 @dataclass(frozen=True)
@@ -88,10 +107,16 @@ class UsageFilter:
     tenant: str | None = None
     key_id: str | None = None
     model: str | None = None
+    tag: str | None = None
+    end_user: str | None = None
 
     def day_aligned(self) -> bool:
         """True when both bounds (if any) fall on UTC midnight, so the daily rollup can answer exactly."""
         return all(b is None or float(b) % DAY == 0 for b in (self.since, self.until))
+
+    def rollup_answers(self, group_by: str | None) -> bool:
+        """True when the daily rollup can answer: day-aligned, and neither tag nor end user is involved."""
+        return self.day_aligned() and self.tag is None and self.end_user is None and group_by not in RAW_ONLY_GROUPS
 
 
 @runtime_checkable
@@ -108,6 +133,11 @@ class Storage(Protocol):
     async def rollup_rows(self, f: UsageFilter) -> list[dict[str, Any]]: ...
     async def delete_older_than(self, ts: float, *, batch: int = 5000) -> int: ...
     async def key_spend_since(self, key_id: str, since: float) -> float: ...
+    async def tenant_spend_since(self, tenant: str, since: float) -> float: ...
+    async def key_activity(self, key_ids: Sequence[str] | None = None) -> dict[str, KeyActivity]: ...
+    async def get_request(
+        self, request_id: str, *, tenant: str | None = None
+    ) -> dict[str, Any] | None: ...
     async def insert_key(self, k: KeyRecord) -> None: ...
     async def get_key(self, key_id: str) -> KeyRecord | None: ...
     async def get_key_by_hash(self, secret_hash: str) -> KeyRecord | None: ...
@@ -116,6 +146,17 @@ class Storage(Protocol):
     async def revoke_key(self, key_id: str, at: float) -> bool: ...
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
+
+
+def tag_list(tags: str | None) -> list[str]:
+    """The tags of a usage row (stored as a JSON array); anything else reads as no tags."""
+    if not tags:
+        return []
+    try:
+        value = json.loads(tags)
+    except ValueError:
+        return []
+    return sorted({t for t in value if isinstance(t, str)}) if isinstance(value, list) else []
 
 
 def day_of(ts: float) -> str:
@@ -204,9 +245,12 @@ RAW_AGGREGATES = {
 }
 
 
+_PERIODS_TEXT = "'1h', '1d', '7d', '30d', 'daily', 'monthly' or None"
+
+
 def validate_key(k: KeyRecord) -> None:
     if k.budget_period not in BUDGET_PERIODS:
-        raise InvalidQueryError(f"budget_period must be 'daily', 'monthly' or None, got {k.budget_period!r}")
+        raise InvalidQueryError(f"budget_period must be {_PERIODS_TEXT}, got {k.budget_period!r}")
 
 
 def check_key_fields(updates: dict[str, Any]) -> None:
@@ -215,4 +259,4 @@ def check_key_fields(updates: dict[str, Any]) -> None:
         raise InvalidQueryError(f"cannot update key field(s): {', '.join(sorted(unknown))}")
     if "budget_period" in updates and updates["budget_period"] not in BUDGET_PERIODS:
         period = updates["budget_period"]
-        raise InvalidQueryError(f"budget_period must be 'daily', 'monthly' or None, got {period!r}")
+        raise InvalidQueryError(f"budget_period must be {_PERIODS_TEXT}, got {period!r}")

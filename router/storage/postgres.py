@@ -24,6 +24,7 @@ from router.storage.migrations import MIGRATIONS_TABLE, POSTGRES
 from router.storage.models import (
     ROLLUP_SUMS,
     USAGE_COLUMNS,
+    KeyActivity,
     KeyRecord,
     UsageFilter,
     UsageRecord,
@@ -32,7 +33,16 @@ from router.storage.models import (
     summary_row,
     validate_key,
 )
-from router.storage.queries import Dialect, requests_sql, retention_sql, rollup_sql, spend_sql, summary_sql
+from router.storage.queries import (
+    Dialect,
+    activity_sql,
+    request_sql,
+    requests_sql,
+    retention_sql,
+    rollup_sql,
+    spend_sql,
+    summary_sql,
+)
 
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _MIGRATION_LOCK = 0x64656A61  # "deja": serialises concurrent start-ups migrating the same database
@@ -72,17 +82,24 @@ def _write_sql() -> str:
         "SUM(CASE WHEN cache IN ('exact', 'semantic', 'miss') THEN 1 ELSE 0 END)"
     )
     updates = ", ".join(f"{c} = usage_daily.{c} + EXCLUDED.{c}" for c in ROLLUP_SUMS)
+    updates += ", last_ts = GREATEST(usage_daily.last_ts, EXCLUDED.last_ts)"
     return f"""
 WITH src AS (SELECT * FROM unnest({arrays}) AS t({cols})),
 ins AS (
     INSERT INTO usage_log ({cols}) SELECT {cols} FROM src
     ON CONFLICT (request_id) DO NOTHING
-    RETURNING ts, tenant, key_id, model, status, cache, prompt_tokens_client, prompt_tokens_sent,
-              completion_tokens, cost_usd, saved_cache_usd, saved_compression_usd
+    RETURNING request_id, ts, tenant, key_id, model, status, cache, prompt_tokens_client, prompt_tokens_sent,
+              completion_tokens, cost_usd, saved_cache_usd, saved_compression_usd, tags
+),
+tagged AS (
+    INSERT INTO usage_tags (tenant, request_id, tag, ts)
+    SELECT DISTINCT ins.tenant, ins.request_id, t.tag, ins.ts
+    FROM ins, jsonb_array_elements_text(ins.tags::jsonb) AS t(tag) WHERE ins.tags IS NOT NULL
+    ON CONFLICT DO NOTHING
 ),
 roll AS (
-    INSERT INTO usage_daily (day, tenant, key_id, model, {", ".join(ROLLUP_SUMS)})
-    SELECT (to_timestamp(ts) AT TIME ZONE 'UTC')::date, tenant, COALESCE(key_id, ''), model, {sums}
+    INSERT INTO usage_daily (day, tenant, key_id, model, {", ".join(ROLLUP_SUMS)}, last_ts)
+    SELECT (to_timestamp(ts) AT TIME ZONE 'UTC')::date, tenant, COALESCE(key_id, ''), model, {sums}, MAX(ts)
     FROM ins GROUP BY 1, 2, 3, 4
     ON CONFLICT (day, tenant, key_id, model) DO UPDATE SET {updates}
     RETURNING 1
@@ -199,19 +216,42 @@ class PostgresStorage:
             return [dict(r) for r in await conn.fetch(sql, *params)]
 
     async def delete_older_than(self, ts: float, *, batch: int = 5000) -> int:
-        total, sql = 0, retention_sql(DIALECT)
-        while True:
-            async with self._conn() as conn:
-                status = await conn.execute(sql, float(ts), batch)
-            deleted = int(status.split()[-1])
-            total += deleted
-            if deleted < batch:
-                return total
+        """Delete usage rows (and their tags) older than ``ts``, in batches; returns the usage rows deleted."""
+        counts = {}
+        for table in ("usage_log", "usage_tags"):
+            total, sql = 0, retention_sql(DIALECT, table)
+            while True:
+                async with self._conn() as conn:
+                    status = await conn.execute(sql, float(ts), batch)
+                deleted = int(status.split()[-1])
+                total += deleted
+                if deleted < batch:
+                    break
+            counts[table] = total
+        return counts["usage_log"]
 
     async def key_spend_since(self, key_id: str, since: float) -> float:
         sql, params = spend_sql(DIALECT, key_id, since)
         async with self._conn() as conn:
             return float(await conn.fetchval(sql, *params))
+
+    async def tenant_spend_since(self, tenant: str, since: float) -> float:
+        sql, params = spend_sql(DIALECT, tenant, since, column="tenant")
+        async with self._conn() as conn:
+            return float(await conn.fetchval(sql, *params))
+
+    async def key_activity(self, key_ids: Sequence[str] | None = None) -> dict[str, KeyActivity]:
+        sql, params = activity_sql(DIALECT, None if key_ids is None else list(key_ids))
+        async with self._conn() as conn:
+            records = await conn.fetch(sql, *params)
+        return {r["key_id"]: KeyActivity(int(r["requests"] or 0), float(r["spend"] or 0.0), r["last_ts"])
+                for r in records}
+
+    async def get_request(self, request_id: str, *, tenant: str | None = None) -> dict[str, Any] | None:
+        sql, params = request_sql(DIALECT, request_id, tenant)
+        async with self._conn() as conn:
+            row = await conn.fetchrow(sql, *params)
+        return None if row is None else dict(row)
 
     async def insert_key(self, k: KeyRecord) -> None:
         validate_key(k)

@@ -59,13 +59,23 @@ def _where(p: Params, f: UsageFilter, *, rollup: bool) -> str:
     for column, value in (("tenant", f.tenant), ("key_id", f.key_id), ("model", f.model)):
         if value is not None:
             conds.append(f"{column} = {p(value)}")
+    if not rollup and f.end_user is not None:
+        conds.append(f"end_user = {p(f.end_user)}")
+    if not rollup and f.tag is not None:
+        conds.append("EXISTS (SELECT 1 FROM usage_tags t WHERE t.tenant = usage_log.tenant "
+                     f"AND t.request_id = usage_log.request_id AND t.tag = {p(f.tag)})")
     return " AND ".join(conds) if conds else "1 = 1"
+
+
+# Joined for group_by=tag: its columns renamed so that the filter's unqualified names stay usage_log's.
+_TAG_JOIN = ("JOIN (SELECT tenant AS tag_tenant, request_id AS tag_request, tag FROM usage_tags) tags "
+             "ON tags.tag_tenant = usage_log.tenant AND tags.tag_request = usage_log.request_id")
 
 
 def summary_sql(d: Dialect, f: UsageFilter, group_by: str | None) -> tuple[str, list[Any], bool]:
     """The aggregate query answering ``usage_summary``; the bool tells whether it reads the rollup."""
     check_group_by(group_by)
-    rollup = f.day_aligned()
+    rollup = f.rollup_answers(group_by)
     p = Params(d)
     where = _where(p, f, rollup=rollup)
     if rollup:
@@ -74,8 +84,9 @@ def summary_sql(d: Dialect, f: UsageFilter, group_by: str | None) -> tuple[str, 
         table = "usage_daily"
     else:
         aggs = ", ".join(f"{expr} AS {c}" for c, expr in RAW_AGGREGATES.items())
-        groups = {"day": d.raw_day, "model": "model", "key": "key_id", "tenant": "tenant"}
-        table = "usage_log"
+        groups = {"day": d.raw_day, "model": "model", "key": "key_id", "tenant": "tenant", "user": "end_user",
+                  "tag": "tags.tag"}
+        table = "usage_log" + (f" {_TAG_JOIN}" if group_by == "tag" else "")
     if group_by is None:
         return f"SELECT NULL AS grp, {aggs} FROM {table} WHERE {where}", p.values, rollup
     expr = groups[group_by]
@@ -119,22 +130,50 @@ def rollup_sql(d: Dialect, f: UsageFilter) -> tuple[str, list[Any]]:
     return sql, p.values
 
 
-def spend_sql(d: Dialect, key_id: str, since: float) -> tuple[str, list[Any]]:
-    """A key's spend since ``since``: raw rows up to the next midnight, then whole days from the rollup.
+def spend_sql(d: Dialect, key_id: str, since: float, *, column: str = "key_id") -> tuple[str, list[Any]]:
+    """A key's (or, with ``column="tenant"``, a tenant's) spend since ``since``: raw rows up to the next
+    midnight, then whole days from the rollup.
 
     Reading whole days from the rollup keeps budget seeding right even after retention deleted raw rows.
     """
+    if column not in ("key_id", "tenant"):
+        raise ValueError(f"spend by {column!r}")
     p = Params(d)
     boundary = next_midnight(float(since))
-    raw = f"SELECT COALESCE(SUM(cost_usd), 0) FROM usage_log WHERE key_id = {p(key_id)} "
+    raw = f"SELECT COALESCE(SUM(cost_usd), 0) FROM usage_log WHERE {column} = {p(key_id)} "
     raw += f"AND ts >= {p(float(since))} AND ts < {p(boundary)}"
-    days = f"SELECT COALESCE(SUM(cost_usd), 0) FROM usage_daily WHERE key_id = {p(key_id)} "
+    days = f"SELECT COALESCE(SUM(cost_usd), 0) FROM usage_daily WHERE {column} = {p(key_id)} "
     days += f"AND day >= {p(d.day_param(boundary))}"
     return f"SELECT ({raw}) + ({days})", p.values
 
 
-def retention_sql(d: Dialect) -> str:
+def activity_sql(d: Dialect, key_ids: list[str] | None) -> tuple[str, list[Any]]:
+    """Requests, spend and last use per key, from the rollup (which retention leaves alone)."""
+    p = Params(d)
+    where = "key_id <> ''"
+    if key_ids is not None:
+        where += f" AND key_id IN ({', '.join(p(k) for k in key_ids) or 'NULL'})"
+    sql = (f"SELECT key_id, SUM(requests) AS requests, SUM(cost_usd) AS spend, MAX(last_ts) AS last_ts "
+           f"FROM usage_daily WHERE {where} GROUP BY key_id")
+    return sql, p.values
+
+
+def request_sql(d: Dialect, request_id: str, tenant: str | None) -> tuple[str, list[Any]]:
+    """One stored interaction, bodies included (the newest, should a request id repeat across tenants)."""
+    p = Params(d)
+    where = f"request_id = {p(request_id)}"
+    if tenant is not None:
+        where += f" AND tenant = {p(tenant)}"
+    return f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage_log WHERE {where} ORDER BY ts DESC LIMIT 1", p.values
+
+
+def retention_sql(d: Dialect, table: str = "usage_log") -> str:
     ph = ("$1", "$2") if d.numbered else ("?", "?")
+    if table == "usage_tags":
+        return (
+            "DELETE FROM usage_tags WHERE (tenant, request_id, tag) IN "
+            f"(SELECT tenant, request_id, tag FROM usage_tags WHERE ts < {ph[0]} ORDER BY ts LIMIT {ph[1]})"
+        )
     return (
         "DELETE FROM usage_log WHERE request_id IN "
         f"(SELECT request_id FROM usage_log WHERE ts < {ph[0]} ORDER BY ts LIMIT {ph[1]})"

@@ -23,6 +23,7 @@ from router.storage.models import (
     CACHE_LOOKUPS,
     ROLLUP_SUMS,
     USAGE_COLUMNS,
+    KeyActivity,
     KeyRecord,
     UsageFilter,
     UsageRecord,
@@ -30,9 +31,19 @@ from router.storage.models import (
     day_of,
     encode_cursor,
     summary_row,
+    tag_list,
     validate_key,
 )
-from router.storage.queries import Dialect, requests_sql, retention_sql, rollup_sql, spend_sql, summary_sql
+from router.storage.queries import (
+    Dialect,
+    activity_sql,
+    request_sql,
+    requests_sql,
+    retention_sql,
+    rollup_sql,
+    spend_sql,
+    summary_sql,
+)
 
 T = TypeVar("T")
 
@@ -47,17 +58,20 @@ _INSERT = (
     "ON CONFLICT (request_id) DO NOTHING"
 )
 _ROLLUP = (
-    f"INSERT INTO usage_daily (day, tenant, key_id, model, {', '.join(ROLLUP_SUMS)}) "
-    f"VALUES (?, ?, ?, ?, {', '.join('?' for _ in ROLLUP_SUMS)}) ON CONFLICT (day, tenant, key_id, model) "
-    f"DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in ROLLUP_SUMS)}"
+    f"INSERT INTO usage_daily (day, tenant, key_id, model, {', '.join(ROLLUP_SUMS)}, last_ts) "
+    f"VALUES (?, ?, ?, ?, {', '.join('?' for _ in ROLLUP_SUMS)}, ?) ON CONFLICT (day, tenant, key_id, model) "
+    f"DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in ROLLUP_SUMS)}, "
+    "last_ts = MAX(COALESCE(last_ts, 0), excluded.last_ts)"
 )
+_TAGS = "INSERT INTO usage_tags (tenant, request_id, tag, ts) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 def _aggregate(rows: Sequence[UsageRecord]) -> list[tuple[Any, ...]]:
-    """Rollup increments per (day, tenant, key, model) for freshly inserted rows."""
+    """Rollup increments per (day, tenant, key, model) for freshly inserted rows, then the latest ``ts``."""
     groups: dict[tuple[str, str, str, str], list[float]] = {}
     for r in rows:
-        acc = groups.setdefault((day_of(r.ts), r.tenant, r.key_id or "", r.model), [0] * len(ROLLUP_SUMS))
+        acc = groups.setdefault((day_of(r.ts), r.tenant, r.key_id or "", r.model), [0] * (len(ROLLUP_SUMS) + 1))
+        acc[-1] = max(acc[-1], r.ts)
         values = (
             1,
             1 if r.status >= 400 else 0,
@@ -73,6 +87,10 @@ def _aggregate(rows: Sequence[UsageRecord]) -> list[tuple[Any, ...]]:
         for i, v in enumerate(values):
             acc[i] += v
     return [(*key, *acc) for key, acc in groups.items()]
+
+
+def _tag_rows(rows: Sequence[UsageRecord]) -> list[tuple[str, str, str, float]]:
+    return [(r.tenant, r.request_id, tag, r.ts) for r in rows for tag in tag_list(r.tags)]
 
 
 def _path_of(url: str) -> str:
@@ -165,6 +183,7 @@ class SqliteStorage:
                     if db.execute(_INSERT, [getattr(r, c) for c in USAGE_COLUMNS]).rowcount == 1:
                         inserted.append(r)
                 db.executemany(_ROLLUP, _aggregate(inserted))
+                db.executemany(_TAGS, _tag_rows(inserted))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -197,16 +216,42 @@ class SqliteStorage:
         return await self._fetch(sql, params)
 
     async def delete_older_than(self, ts: float, *, batch: int = 5000) -> int:
-        total, sql = 0, retention_sql(DIALECT)
-        while True:
-            deleted = await self._run(lambda db: db.execute(sql, (float(ts), batch)).rowcount)
-            total += deleted
-            if deleted < batch:
-                return total
+        """Delete usage rows (and their tags) older than ``ts``, in batches; returns the usage rows deleted."""
+        counts = {}
+        for table in ("usage_log", "usage_tags"):
+            total, sql = 0, retention_sql(DIALECT, table)
+
+            def delete(db: sqlite3.Connection, sql: str = sql) -> int:
+                return int(db.execute(sql, (float(ts), batch)).rowcount)
+
+            while True:
+                deleted = await self._run(delete)
+                total += deleted
+                if deleted < batch:
+                    break
+            counts[table] = total
+        return counts["usage_log"]
 
     async def key_spend_since(self, key_id: str, since: float) -> float:
         sql, params = spend_sql(DIALECT, key_id, since)
         return await self._run(lambda db: float(db.execute(sql, params).fetchone()[0]))
+
+    async def tenant_spend_since(self, tenant: str, since: float) -> float:
+        sql, params = spend_sql(DIALECT, tenant, since, column="tenant")
+        return await self._run(lambda db: float(db.execute(sql, params).fetchone()[0]))
+
+    async def key_activity(self, key_ids: Sequence[str] | None = None) -> dict[str, KeyActivity]:
+        sql, params = activity_sql(DIALECT, None if key_ids is None else list(key_ids))
+        rows = await self._fetch(sql, params)
+        return {r["key_id"]: KeyActivity(int(r["requests"] or 0), float(r["spend"] or 0.0), r["last_ts"])
+                for r in rows}
+
+    async def get_request(self, request_id: str, *, tenant: str | None = None) -> dict[str, Any] | None:
+        sql, params = request_sql(DIALECT, request_id, tenant)
+        rows = await self._fetch(sql, params)
+        for row in rows:
+            row["stream"] = bool(row["stream"])
+        return rows[0] if rows else None
 
     async def insert_key(self, k: KeyRecord) -> None:
         validate_key(k)

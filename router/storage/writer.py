@@ -32,6 +32,7 @@ log = logging.getLogger("deja.storage")
 MAX_BACKOFF = 5.0
 WRITE_TIMEOUT = 15.0
 RETENTION_EVERY = 3600.0
+MAX_METADATA_BYTES = 4096  # a request's stored ``metadata`` (JSON text) is capped at this
 # Errors that mean "these values are bad", not "the database is away": the batch is bisected and the bad row
 # rejected (counted, logged) instead of blocking every row behind it forever.
 _ROW_ERRORS = (StorageDataError, TypeError, ValueError, AttributeError)
@@ -138,6 +139,9 @@ class UsageWriter:
 
     def _prepare(self, record: UsageRecord) -> UsageRecord:
         record = _clean_text(record)
+        if record.metadata is not None and len(record.metadata) * 4 > MAX_METADATA_BYTES:
+            record = copy.copy(record)
+            record.metadata = cap_body(record.metadata, MAX_METADATA_BYTES)
         req, resp = record.request_body, record.response_body
         if req is None and resp is None:
             return record

@@ -89,3 +89,19 @@ def test_environment_values_keep_strings() -> None:
     assert settings.deja.redis_prefix == "tenant:a:"
     assert settings.deja.master_key == "123"
     assert settings.deja.compression.per_model == {"gpt-4o": "auto"}
+
+
+def test_limit_defaults_and_tenant_budgets() -> None:
+    from router.config import load_settings
+
+    settings = load_settings(environ={"DEJA_LIMITS__DEFAULT_RPM": "100", "DEJA_LIMITS__DEFAULT_BUDGET": "2.5",
+                                      "DEJA_LIMITS__DEFAULT_BUDGET_PERIOD": "7d"},
+                             overrides={"limits": {"tenant_budgets": {"acme": {"budget_usd": 50,
+                                                                               "budget_period": "monthly"}}}})
+    limits = settings.deja.limits
+    assert (limits.default_rpm, limits.default_tpm, limits.default_budget) == (100, None, 2.5)
+    assert limits.default_budget_period == "7d"
+    assert limits.tenant_budgets["acme"].budget_usd == 50.0
+    for bad in ({"default_rpm": 0}, {"default_budget_period": "weekly"}, {"tenant_budgets": {"a": {}}}):
+        with pytest.raises(ConfigError, match="deja.limits"):
+            load_settings(environ={}, overrides={"limits": bad})

@@ -28,7 +28,7 @@ REQUIRED = {
     "deja_cache_entries", "deja_cache_similarity_bucket", "deja_tokens_total", "deja_tokens_saved_total",
     "deja_cost_usd_total", "deja_cost_saved_usd_total", "deja_ratelimit_rejections_total",
     "deja_inflight_requests", "deja_usage_queue_depth", "deja_usage_rows_written_total",
-    "deja_embedding_batch_size_count", "deja_embedding_duration_seconds_bucket",
+    "deja_embedding_batch_size_count", "deja_embedding_duration_seconds_bucket", "deja_tag_cost_usd_total",
 }
 
 
@@ -126,9 +126,12 @@ def test_dashboard_is_importable_grafana_json() -> None:
 
 def test_dashboard_covers_what_operators_need() -> None:
     used = dashboard_metrics()
+    exprs = " ".join(dashboard_exprs())
+    assert "sum by (model) (rate(deja_cost_usd_total" in exprs and "sum by (tenant) (rate(deja_cost_usd_total" in exprs
     assert REQUIRED <= used, f"not on the dashboard: {sorted(REQUIRED - used)}"
     titles = " | ".join(p["title"].lower() for p in _panels(_dashboard()["panels"]))
-    for topic in ("latency", "first token", "error rate", "hit rate", "saved", "cost", "rate-limit", "queue"):
+    for topic in ("latency", "first token", "error rate", "hit rate", "saved", "cost", "rate-limit", "queue",
+                  "spend by model", "spend by tenant", "spend by tag"):
         assert topic in titles or topic.replace("-", " ") in titles, topic
 
 

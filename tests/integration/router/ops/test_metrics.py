@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
 import aiohttp  # noqa: E402
 import litellm  # noqa: E402
 import pytest  # noqa: E402
