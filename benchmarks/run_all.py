@@ -11,7 +11,7 @@ import sys
 import time
 
 BENCHMARKS = ("overhead", "cache_hit_rate", "embedder_speed", "compression", "limiter", "persistence",
-              "replay_speed")
+              "replay_speed", "hostile")
 
 
 def main() -> int:

@@ -5,6 +5,12 @@ the content words one side has and the other lacks, and a soft alignment of thos
 single-word vectors (MiniLM on the word alone, shipped in ``cache/data``). Only the two strings and the cosine
 the index already computed are needed; a verification costs well under a millisecond. ``pair_features``
 returns the vector the trees use; the hard rules read the same ``PairFacts``.
+
+Bounded work: every feature is linear in the two texts except the in-order match (``sequence_ratio``, over at
+most ``MAX_SEQUENCE_STEMS`` stems per side) and the soft alignment (at most ``MAX_ALIGN_WORDS`` words per side),
+whose costs are therefore capped by constants. Both caps are far above any question the verifier was
+calibrated on (QQP's longest has 70 stems), so its verdicts there are unchanged; the verifier itself refuses
+texts over ``cache.verify.MAX_VERIFY_CHARS``.
 """
 
 from __future__ import annotations
@@ -201,6 +207,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "align_missing_max",
 )
 ALIGN_OK = 0.75  # a word whose best match on the other side is below this cosine counts as missing there
+MAX_SEQUENCE_STEMS = 128  # SequenceMatcher is quadratic (and worse): 1.5 ms at most on 128 stems per side
+MAX_ALIGN_WORDS = 256  # the alignment is a (words x words) product: bounded to 256 x 256 vectors
 
 
 @dataclass(frozen=True)
@@ -245,9 +253,22 @@ def _jaccard(x: Collection[Hashable], y: Collection[Hashable]) -> float:
     return len(set(x) & set(y)) / union if union else 1.0
 
 
-def _near(word: str, others: Collection[str]) -> bool:
-    """A loose match the stemmer misses: a shared 5-letter prefix ('organise'/'organization')."""
-    return len(word) >= 5 and any(len(o) >= 5 and o[:5] == word[:5] for o in others)
+def _prefixes(words: Collection[str]) -> frozenset[str]:
+    return frozenset(w[:5] for w in words if len(w) >= 5)
+
+
+def _near_count(words: Collection[str], others: Collection[str]) -> int:
+    """How many of ``words`` loosely match one of ``others`` where the stemmer misses: a shared 5-letter prefix
+    ('organise'/'organization'). Linear: one set of the others' prefixes."""
+    prefixes = _prefixes(others)
+    return sum(len(w) >= 5 and w[:5] in prefixes for w in words)
+
+
+def sequence_ratio(a: Sequence[str], b: Sequence[str]) -> float:
+    """difflib's ratio of the in-order match of two stem sequences, on their first ``MAX_SEQUENCE_STEMS``
+    stems each: exact for any question, a bounded cost for anything longer."""
+    head_a, head_b = a[:MAX_SEQUENCE_STEMS], b[:MAX_SEQUENCE_STEMS]
+    return difflib.SequenceMatcher(None, head_a, head_b, autojunk=False).ratio()
 
 
 def _idf_stats(only: frozenset[str], idf: Mapping[str, float], default: float) -> tuple[float, float]:
@@ -262,10 +283,11 @@ def _alignment(
     the IDF-weighted mass of (1 - best match) per side, and the count per side matched below ``ALIGN_OK``."""
     worst, mass, missing = 1.0, [0.0, 0.0], [0.0, 0.0]
     for side, (x, y) in enumerate(((a, b), (b, a))):
-        unmatched = [w for w in sorted(x.content_words) if stem(w) not in y.content]
+        unmatched = [w for w in sorted(x.content_words) if stem(w) not in y.content][:MAX_ALIGN_WORDS]
         if not unmatched:
             continue
-        best = vectors.best_matches(unmatched, y.content_words) if vectors else [0.0] * len(unmatched)
+        others = sorted(y.content_words)[:MAX_ALIGN_WORDS]
+        best = vectors.best_matches(unmatched, others) if vectors else [0.0] * len(unmatched)
         worst = min(worst, *best)
         mass[side] = sum(idf.get(stem(w), default_idf) * (1.0 - s) for w, s in zip(unmatched, best, strict=True))
         missing[side] = float(sum(s < ALIGN_OK for s in best))
@@ -283,7 +305,7 @@ def pair_features(
     sum_b, max_b = _idf_stats(only_b, idf, default_idf)
     shared = sum(idf.get(w, default_idf) for w in sorted(a.content & b.content))
     len_a, len_b = max(1, len(a.words)), max(1, len(b.words))
-    near = sum(_near(w, only_b) for w in only_a) + sum(_near(w, only_a) for w in only_b)
+    near = _near_count(only_a, only_b) + _near_count(only_b, only_a)
     bigrams_a = set(zip(a.stems, a.stems[1:], strict=False))
     bigrams_b = set(zip(b.stems, b.stems[1:], strict=False))
     one_side = (a.word_set ^ b.word_set) & _COMPARATIVES
@@ -294,7 +316,7 @@ def pair_features(
         _jaccard(a.content, b.content),
         shared / (shared + sum_a + sum_b) if shared + sum_a + sum_b > 0 else 1.0,
         _jaccard(bigrams_a, bigrams_b),
-        difflib.SequenceMatcher(None, a.stems, b.stems, autojunk=False).ratio(),
+        sequence_ratio(a.stems, b.stems),
         min(len_a, len_b) / max(len_a, len_b),
         float(min(len_a, len_b)),
         float(max(len_a, len_b)),

@@ -9,6 +9,11 @@ A nearest neighbour by cosine is only a *candidate*. ``Verifier.check`` serves i
    word alignment, question type, numbers, names, ...) give a probability of "same question" at or above the
    calibrated cutoff.
 
+4. both texts are at most ``MAX_VERIFY_CHARS`` characters: a longer one is refused ("too-long") before any
+   work, so a verification costs a bounded time whatever a client sends (the features are linear in the
+   texts, their quadratic parts capped; see ``cache.features``). A refused candidate is a miss, never a
+   wrong hit: a long prompt still gets exact hits.
+
 The trees, IDFs, floor and cutoff are fitted by ``benchmarks/calibrate_cache.py`` on splits of QQP that are
 never reported on, and shipped as ``cache/data/verifier.json`` (+ ``cache/data/word_vectors.npz``).
 """
@@ -33,6 +38,8 @@ from cache.features import (
 
 DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent / "data" / "verifier.json"
 RULES: tuple[str, ...] = ("number-mismatch", "name-mismatch", "negation-mismatch")
+#: longest query or cached question the verifier reads (about 1,500 words; QQP's longest question: 334)
+MAX_VERIFY_CHARS = 8192
 
 
 class VerifierError(Exception):
@@ -47,7 +54,7 @@ class VerifierParamsError(VerifierError):
 class Verdict:
     accept: bool
     score: float  # classifier probability that the two are the same question (0.0 when a rule fired)
-    reason: str  # "ok", "identical", "below-floor", "classifier", or the hard rule that fired
+    reason: str  # "ok", "identical", "below-floor", "too-long", "classifier", or the hard rule that fired
 
 
 @dataclass(frozen=True)
@@ -180,7 +187,8 @@ def fired_rule(facts: PairFacts, rules: frozenset[str]) -> str | None:
 
 
 class Verifier:
-    """Accepts or refuses a semantic-cache candidate. Pure and thread-safe; ``check`` costs well under 1 ms."""
+    """Accepts or refuses a semantic-cache candidate. Pure and thread-safe; ``check`` costs well under 1 ms on
+    questions, and a bounded time (tens of ms) on anything up to ``MAX_VERIFY_CHARS``."""
 
     def __init__(self, params: VerifierParams, vectors: WordVectors | None = None) -> None:
         self.params = params
@@ -214,6 +222,8 @@ class Verifier:
         floor = self.default_min_similarity if min_similarity is None else min_similarity
         if similarity < floor:
             return Verdict(False, 0.0, "below-floor")
+        if len(query) > MAX_VERIFY_CHARS or len(candidate) > MAX_VERIFY_CHARS:
+            return Verdict(False, 0.0, "too-long")
         if " ".join(query.lower().split()) == " ".join(candidate.lower().split()):
             return Verdict(True, 1.0, "identical")
         a, b = text_facts(query), text_facts(candidate)

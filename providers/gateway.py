@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import warnings
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -31,6 +32,24 @@ warnings.filterwarnings("ignore", message="Pydantic serializer warnings", catego
 
 _ROUTER_DEFAULTS: dict[str, Any] = {"num_retries": 2, "timeout": 600, "cooldown_time": 30, "allowed_fails": 3,
                                     "retry_after": 0}
+
+
+def _price(value: Any) -> float:
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return rate if math.isfinite(rate) and rate >= 0 else 0.0
+
+
+def _deployment_rates(entry: dict[str, Any]) -> tuple[float, float] | None:
+    """Prices set on a deployment (``input_cost_per_token``/``output_cost_per_token``): ``litellm_params``
+    first, then ``model_info``, as LiteLLM's own proxy reads them; None when neither sets one."""
+    for source in (entry.get("litellm_params") or {}, entry.get("model_info") or {}):
+        prompt, completion = source.get("input_cost_per_token"), source.get("output_cost_per_token")
+        if prompt is not None or completion is not None:
+            return _price(prompt), _price(completion)
+    return None
 
 
 class Gateway:
@@ -128,7 +147,11 @@ class Gateway:
         return Served(deployment=deployment_id, provider=hidden.get("custom_llm_provider"), litellm_model=model)
 
     def cost(self, served: Served, group: str, prompt_tokens: int, completion_tokens: int) -> float:
-        prompt_rate, completion_rate = self._rates(served.litellm_model or self.litellm_model(group))
+        """USD for these tokens: the serving deployment's own prices (the group's first deployment when none
+        served, e.g. a cache hit), else LiteLLM's bundled table for its model."""
+        entry = self._by_id.get(served.deployment or "") or self._by_id.get(self.first_deployment(group) or "")
+        own = _deployment_rates(entry) if entry is not None else None
+        prompt_rate, completion_rate = own or self._rates(served.litellm_model or self.litellm_model(group))
         return prompt_tokens * prompt_rate + completion_tokens * completion_rate
 
     def _rates(self, model: str) -> tuple[float, float]:
@@ -258,6 +281,12 @@ class Gateway:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        self._unregister_callbacks()
+
+    def _unregister_callbacks(self) -> None:
+        """Take this Router's callbacks off LiteLLM's process-wide lists: they are capped at 100 entries, and a
+        process that builds many apps (the tests) would otherwise stop registering new Routers' cooldowns."""
+        litellm_api.unregister_callbacks(self.router)
 
 
 # Request fields that OpenAI's API also has: kept although LiteLLM knows them too

@@ -72,6 +72,14 @@ def register_provider(name: str, handler: Any) -> None:
         litellm.utils.custom_llm_setup()
 
 
+def unregister_callbacks(owner: object) -> None:
+    """Remove ``owner``'s bound methods from LiteLLM's success and failure callback lists (a closed Router's)."""
+    for name in ("success_callback", "_async_success_callback", "failure_callback", "_async_failure_callback"):
+        entries = getattr(litellm, name, None)
+        if isinstance(entries, list):
+            entries[:] = [c for c in entries if getattr(c, "__self__", None) is not owner]
+
+
 def cost_per_token(model: str) -> tuple[float, float]:
     """USD per prompt token and per completion token from LiteLLM's bundled price map (raises when unknown)."""
     prompt, _ = litellm.cost_per_token(model=model, prompt_tokens=1_000_000, completion_tokens=0)

@@ -6,7 +6,6 @@ import asyncio
 import ipaddress
 import logging
 import os
-import signal
 from typing import Any
 
 from aiohttp import web
@@ -16,9 +15,12 @@ from router.appkeys import DB_SCHEMA, EMBEDDER_OVERRIDE, METRICS, PROVIDER_OVERR
 from router.config import ConfigError, Settings
 from router.http import admin, cors
 from router.http import openai as openai_routes
+from router.http.inflight import inflight_middleware, limit_malloc_arenas, make_budget
 from router.http.middleware import request_middleware
+from router.http.wire import DejaRunner
 from router.ops import status
 from router.ops.metrics import Metrics
+from router.ops.shutdown import Shutdown
 from router.pipeline import chat, completions, responses
 from router.resources import (
     background_ctx,
@@ -31,13 +33,16 @@ from router.resources import (
 )
 
 log = logging.getLogger("deja")
+DRAIN_SECONDS = 30.0  # in-flight requests get this long after SIGTERM; the process is gone 5 s later at most
 
 
 def create_app(settings: Settings, *, embedder: Any = None, db_schema: str | None = None,
                provider: Provider | None = None) -> web.Application:
     """Build the app. ``embedder`` shares an already loaded embedder; ``db_schema`` picks a PostgreSQL schema;
     ``provider`` replaces LiteLLM's Router by an in-process ``Provider`` (the pipeline's unit tests)."""
-    app = web.Application(client_max_size=settings.deja.max_body_bytes, middlewares=[request_middleware])
+    max_body = settings.deja.max_body_bytes
+    app = web.Application(client_max_size=max_body, middlewares=[request_middleware, inflight_middleware(max_body)])
+    make_budget(app, settings.deja.inflight_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = Metrics(max_tenants=settings.deja.metrics.max_tenants, tag_labels=settings.deja.metrics.tag_labels)
     app[RECENT_ERRORS] = status.RecentErrors()
@@ -93,6 +98,7 @@ def run_server(settings: Settings, host: str, port: int, *, reuse_port: bool = F
             factory = uvloop.new_event_loop
         except ImportError:  # a platform without uvloop (Windows): asyncio's loop works the same, only slower
             log.warning("uvloop is not installed; using asyncio's event loop")
+    limit_malloc_arenas()  # before any thread starts: a burst's freed memory is not kept in per-thread arenas
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve(settings, host, port, reuse_port=reuse_port))
 
@@ -102,13 +108,14 @@ async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = 
     check_bind(settings, host)
     # Signals first: a SIGTERM while start-up runs (connecting storage, loading models) lets start-up finish,
     # then shuts down cleanly, instead of killing the process half-initialised.
+    # router.ops.shutdown: past the drain time (+5 s) after the signal, the process exits anyway.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    shutdown = Shutdown(loop, stop, DRAIN_SECONDS)
+    shutdown.install()
     log.info("deja starting (pid %d, %s event loop)", os.getpid(), type(loop).__module__.split(".")[0])
     app = create_app(settings)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=30)
+    runner = DejaRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=DRAIN_SECONDS)
     await runner.setup()
     try:
         if not stop.is_set():
@@ -123,3 +130,4 @@ async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = 
     finally:
         log.info("deja shutting down: finishing requests and draining the usage queue")
         await runner.cleanup()
+        shutdown.finished()

@@ -109,6 +109,8 @@ class DejaSettings(_Section):
     master_key: str | None = None
     allow_open_bind: bool = False  # bind beyond loopback without a master key
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    # bytes of large (> 64 KB) request bodies worked on at once; more wait (router/http/inflight.py); 0: off
+    inflight_body_bytes: int = Field(16 * 1024 * 1024, ge=0)
     redis_url: str | None = None
     redis_prefix: str = "deja:"
     database_url: str = "sqlite:///.deja/deja.db"

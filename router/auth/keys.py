@@ -198,7 +198,11 @@ class Authenticator:
                 "You didn't provide an API key. Send 'Authorization: Bearer <key>' or 'api-key: <key>'.",
                 code="missing_api_key",
             )
-        if hmac.compare_digest(secret.encode("utf-8"), self._master_key):
+        try:
+            raw = secret.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 reach us as lone surrogates
+            raise AuthenticationError("Incorrect API key provided: the header is not UTF-8 text.") from None
+        if hmac.compare_digest(raw, self._master_key):
             return MASTER
         if not secret.startswith(SECRET_PREFIX):  # not one of ours: no lookup needed
             raise AuthenticationError("Incorrect API key provided.")

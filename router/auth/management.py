@@ -1,6 +1,8 @@
 """Virtual-key management shared by the admin API and ``deja keys``: create, list, update, revoke.
 
-The secret is returned once, at creation; only its sha256 is stored.
+The secret is returned once, at creation; only its sha256 is stored. Every field fits the database's column
+type (``INTEGER`` limits, finite floats) and no text holds a NUL (PostgreSQL cannot store one): a value that
+would not is a 400 here, never a failed insert.
 """
 
 from __future__ import annotations
@@ -9,38 +11,65 @@ import time
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from router.auth.keys import generate_secret
 from router.config import BudgetPeriod
 from router.http import errors as err
 from router.storage import KeyRecord, Storage
 
+INT_MAX = 2**31 - 1  # rpm and tpm are INTEGER columns
+MAX_SECONDS = 1e11  # unix seconds in the year 5138: any later expiry is a mistake
+MAX_USD = 1e12
 
-class KeySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+
+def _refuse_nul(data: Any) -> Any:
+    """Refuse a NUL in any string of the input, keys included (walked iteratively, linear)."""
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                raise ValueError("text may not contain a NUL character (\\u0000)")
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return data
+
+
+class _KeyFields(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return _refuse_nul(data)
+
+
+class KeySpec(_KeyFields):
     name: str = Field("", max_length=200)
     tenant: str = Field("default", min_length=1, max_length=200)
     allowed_models: list[str] = Field(default_factory=list)
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    budget_usd: float | None = Field(None, ge=0)
+    rpm: int | None = Field(None, ge=1, le=INT_MAX)
+    tpm: int | None = Field(None, ge=1, le=INT_MAX)
+    budget_usd: float | None = Field(None, ge=0, le=MAX_USD)
     budget_period: BudgetPeriod | None = None
-    expires_at: float | None = None  # unix seconds
-    expires_in: float | None = Field(None, gt=0)  # seconds from now (alternative to expires_at)
+    expires_at: float | None = Field(None, ge=0, le=MAX_SECONDS)  # unix seconds
+    expires_in: float | None = Field(None, gt=0, le=MAX_SECONDS)  # seconds from now (instead of expires_at)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class KeyUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class KeyUpdate(_KeyFields):
     name: str | None = Field(None, max_length=200)
     tenant: str | None = Field(None, min_length=1, max_length=200)
     allowed_models: list[str] | None = None
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    budget_usd: float | None = Field(None, ge=0)
+    rpm: int | None = Field(None, ge=1, le=INT_MAX)
+    tpm: int | None = Field(None, ge=1, le=INT_MAX)
+    budget_usd: float | None = Field(None, ge=0, le=MAX_USD)
     budget_period: BudgetPeriod | None = None
-    expires_at: float | None = None
+    expires_at: float | None = Field(None, ge=0, le=MAX_SECONDS)
     metadata: dict[str, Any] | None = None
 
 
@@ -50,7 +79,8 @@ def parse(model: type[BaseModel], data: Any) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
-        raise err.BadRequestError(f"Invalid key field {param}: {first['msg']}", param=param) from exc
+        where = f"Invalid key field {param}" if param else "Invalid key"
+        raise err.BadRequestError(f"{where}: {first['msg']}", param=param) from exc
 
 
 def key_view(record: KeyRecord) -> dict[str, Any]:

@@ -23,14 +23,16 @@ from router.appkeys import AUTH, CACHE, STORAGE
 from router.auth.keys import Principal
 from router.auth.management import KeySpec, KeyUpdate, create_key, key_view, parse, revoke_key, update_key
 from router.http import errors as err
+from router.http.parsing import read_json
 from router.storage import GROUP_BY, InvalidQueryError, KeyActivity, KeyRecord, Storage, UsageFilter
+
+ADMIN_MAX_BODY = 1 << 20
 
 
 async def _json(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise err.BadRequestError(f"Request body is not valid JSON: {exc}", code="invalid_json") from exc
+    """The body as JSON, read as the OpenAI routes read theirs: NaN/Infinity, deep nesting and lone
+    surrogates are 400s."""
+    return await read_json(request, ADMIN_MAX_BODY)
 
 
 async def key_views(storage: Storage, records: list[KeyRecord]) -> list[dict[str, Any]]:

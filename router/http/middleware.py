@@ -1,11 +1,15 @@
 """HTTP plumbing: request ids, and the one middleware that renders errors and accounts for every answer.
 
-Every response carries ``X-Deja-Request-Id`` and ``X-Request-Id`` (the same id; a client's well-formed
-``X-Request-Id`` is kept, and OpenAI's SDKs read it into ``response._request_id``). Every error, ours or a foreign
-one, leaves as OpenAI's ``{"error": {"message", "type", "param", "code"}}`` (``errors.to_openai_error``); never a
-stack trace. Each answer gets one access-log line and one ``deja_requests_total`` count, whose status is the
-pipeline's ``Outcome`` status when the pipeline handled the request (a stream that failed after its headers went
-out counts with its in-band error's status), else the status sent.
+Every response carries ``X-Deja-Request-Id`` and ``X-Request-Id`` (the same id; OpenAI's SDKs read it into
+``response._request_id``). The id is unique per request, so each answered request has its own usage row: a
+client's well-formed ``X-Request-Id`` is kept as its prefix, ``<client id>.<12 hex>``, so a reused one (by the
+same client or another tenant) still names one row per request and the client's id finds them all.
+
+Every error, ours or a foreign one, leaves as OpenAI's ``{"error": {"message", "type", "param", "code"}}``
+(``errors.to_openai_error``); never a stack trace. Each answer gets one access-log line and one
+``deja_requests_total`` count, whose status is the pipeline's ``Outcome`` status when the pipeline handled the
+request (a stream that failed after its headers went out counts with its in-band error's status), else the
+status sent.
 """
 
 from __future__ import annotations
@@ -49,10 +53,16 @@ def error_response(exc: err.DejaError, request_id: str | None = None) -> web.Res
     return json_response(exc.body(), status=exc.status, headers=headers)
 
 
+def new_request_id(client_id: str) -> str:
+    """``<client id>.<12 hex>`` for a well-formed client id (1-128 of ``A-Za-z0-9._:-``), else ``req_<32 hex>``."""
+    if _SAFE_ID.fullmatch(client_id):
+        return f"{client_id}.{uuid.uuid4().hex[:12]}"
+    return f"req_{uuid.uuid4().hex}"
+
+
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    client_id = request.headers.get("X-Request-Id", "")
-    request_id = client_id if _SAFE_ID.match(client_id) else f"req_{uuid.uuid4().hex}"
+    request_id = new_request_id(request.headers.get("X-Request-Id", ""))
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     route = _route(request)
@@ -62,6 +72,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     if route != "other":
         metrics.inflight.inc()
     try:
+        _check_url(request)
         response = await handler(request)
         status = response.status
     except (web.HTTPSuccessful, web.HTTPRedirection):
@@ -85,6 +96,12 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         response.headers["X-Deja-Request-Id"] = request_id
         response.headers["X-Request-Id"] = request_id
     return response
+
+
+def _check_url(request: web.Request) -> None:
+    """A NUL in the path or the query reaches no handler: no database can store or compare it."""
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.query.items()):
+        raise err.BadRequestError("The URL may not contain a NUL character (%00).", code="invalid_url")
 
 
 def _remember(request: web.Request, request_id: str, status: int, error: err.DejaError | None) -> None:

@@ -13,7 +13,7 @@ from providers.interface import DeploymentInventory
 from router.appkeys import AUTH, CONTEXT, PROVIDER, REDIS_PING, STORAGE
 from router.http import errors as err
 from router.http.middleware import OUTCOME, json_response
-from router.http.parsing import EmbeddingRequest, read_json, validate
+from router.http.parsing import EmbeddingRequest, read_json, validate, without_nulls
 
 _CREATED = int(time.time())
 
@@ -26,7 +26,7 @@ async def embeddings(request: web.Request) -> web.Response:
     from router.pipeline.steps import Meter, Outcome
 
     ctx = request.app[CONTEXT]
-    body = await read_json(request, ctx.settings.max_body_bytes)
+    body = without_nulls(await read_json(request, ctx.settings.max_body_bytes))
     validate(EmbeddingRequest, body)
     call = await accept(ctx, request, body, route="embeddings", request_body=None)
     if not ctx.provider.supports_embeddings(call.model):

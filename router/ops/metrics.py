@@ -65,6 +65,10 @@ class Metrics:
                                  multiprocess_mode="livesum")
         self.usage_written = Counter("deja_usage_rows_written", "Usage rows written", registry=r)
         self.usage_errors = Counter("deja_usage_write_errors", "Failed usage batch writes", registry=r)
+        self.skipped = Counter("deja_steps_skipped", "Request steps skipped: the input was too large for them",
+                               ["step", "reason"], registry=r)
+        self.body_budget = Counter("deja_body_budget_waits", "Large requests that waited for the in-flight "
+                                   "body budget, by outcome (admitted, refused)", ["outcome"], registry=r)
         self.embedding_batch = Histogram("deja_embedding_batch_size", "Texts per embedding batch",
                                          buckets=BATCH_BUCKETS, registry=r)
         self.embedding_duration = Histogram("deja_embedding_duration_seconds", "Embedding batch time",

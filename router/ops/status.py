@@ -14,8 +14,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from router.appkeys import AUTH, CACHE, METRICS, RECENT_ERRORS, SETTINGS, USAGE
+from router.http.errors import DejaError
 
 _STARTED = time.time()
+REDACTED = "(shown to the master key only)"
 
 
 class RecentErrors:
@@ -28,7 +30,10 @@ class RecentErrors:
         self._items.appendleft({"ts": time.time(), "request_id": request_id, "status": status,
                                 "message": message[:300]})
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self, *, redacted: bool = False) -> list[dict[str, Any]]:
+        """Every entry; ``redacted``: time and status only (ids and messages may be another tenant's)."""
+        if redacted:
+            return [{**item, "request_id": "-", "message": REDACTED} for item in self._items]
         return list(self._items)
 
 
@@ -94,9 +99,21 @@ async def status_json(request: web.Request) -> web.Response:
         "inflight": int(_total(m, "deja_inflight_requests")),
         "cache_entries": entries,
         "usage_queue_depth": writer.depth if writer is not None else None,
-        "recent_errors": app[RECENT_ERRORS].list(),
+        "recent_errors": app[RECENT_ERRORS].list(redacted=not await _is_admin(request)),
     }
     return web.json_response(body)
+
+
+async def _is_admin(request: web.Request) -> bool:
+    """Recent errors name other tenants' requests: only the master key sees them (or everyone, on a deja
+    without a master key, which binds to loopback only)."""
+    auth = request.app[AUTH]
+    if auth.open:
+        return True
+    try:
+        return (await auth.authenticate(request.headers)).is_master
+    except DejaError:
+        return False
 
 
 async def _guard(request: web.Request) -> None:

@@ -42,8 +42,21 @@ async def look_up(ctx: Context, call: Call, body: dict[str, Any], controls: Cach
     explanation = explain(result, floor=cache.floor(threshold), semantic=cache.semantic_applicable(body, query))
     if explanation.rejected:
         metrics.cache_rejections.labels(reason=metric_reason(explanation.reason)).inc()
+    if result.rejected_reason == TOO_LONG:
+        metrics.skipped.labels(step="verifier", reason=TOO_LONG).inc()
     return Lookup(result.kind, result=result, scope=scope, query=query, store_ttl=controls.ttl,
                   explanation=explanation)
+
+
+TOO_LONG = "too-long"  # cache.verify: a text over MAX_VERIFY_CHARS is not verified, the candidate not served
+
+
+def skipped_headers(lookup: Lookup) -> dict[str, str]:
+    """``X-Deja-Skipped: verifier:too-long`` when the semantic candidate was not checked: the prompt was too
+    long for the verifier (so the answer is a miss, never an unverified hit)."""
+    if lookup.result is not None and lookup.result.rejected_reason == TOO_LONG:
+        return {"X-Deja-Skipped": f"verifier:{TOO_LONG}"}
+    return {}
 
 
 def store(ctx: Context, lookup: Lookup, body: dict[str, Any], response: dict[str, Any]) -> None:

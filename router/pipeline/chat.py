@@ -19,7 +19,7 @@ from router.appkeys import CONTEXT
 from router.http import errors as err
 from router.http.attribution import attribution, without_tags
 from router.http.middleware import MODEL_LABEL, OUTCOME, REQUEST_ID, json_response
-from router.http.parsing import ChatRequest, read_json, validate
+from router.http.parsing import ChatRequest, read_json, validate, without_nulls
 from router.http.sse import SSEWriter, StreamAccumulator, fresh_identity, replay_chunks
 from router.http.tracing import trace_context
 from router.pipeline import cache_step
@@ -35,7 +35,7 @@ _COMPLETE = ("stop", "length", "tool_calls")
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
-    body = await read_json(request, ctx.settings.max_body_bytes)
+    body = without_nulls(await read_json(request, ctx.settings.max_body_bytes))
     validate(ChatRequest, body)
     call = await accept(ctx, request, body, route="chat", request_body=body.get("messages"))
     controls = with_body_cache(parse_cache_controls(request.headers), body)
@@ -55,6 +55,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             response, delivery = await serve_hit(ctx, request, call, compressed, lookup, headers)
             return response
         headers["X-Deja-Cache"] = "bypass" if lookup.label in ("bypass", "off") else "miss"
+        headers.update(cache_step.skipped_headers(lookup))
         if call.stream:
             return await stream_miss(ctx, request, call, compressed, lookup, headers, meter)
         return await json_miss(ctx, call, compressed, lookup, headers, meter)

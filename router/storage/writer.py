@@ -5,6 +5,10 @@ blocks or raises. A background task writes batches when ``batch_size`` rows are 
 ``flush_interval`` seconds. A failed write puts its batch back and retries with exponential backoff;
 rows beyond the memory bound go to the spill file, which is replayed (memory first) once writes succeed
 again. ``close`` drains what it can and spills the rest.
+
+Text a database cannot store never costs a row: ``storable`` escapes NUL as the six characters ``\\u0000``
+(PostgreSQL refuses NUL in TEXT) and replaces a lone surrogate with U+FFFD (not UTF-8 at all), in every
+text column, on the way in.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import contextlib
 import copy
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
 
 from router.storage.errors import StorageDataError
-from router.storage.models import DAY, Storage, UsageRecord
+from router.storage.models import DAY, USAGE_COLUMNS, Storage, UsageRecord
 from router.storage.spill import SpillFile
 
 log = logging.getLogger("deja.storage")
@@ -31,6 +36,33 @@ MAX_METADATA_BYTES = 4096  # a request's stored ``metadata`` (JSON text) is capp
 # Errors that mean "these values are bad", not "the database is away": the batch is bisected and the bad row
 # rejected (counted, logged) instead of blocking every row behind it forever.
 _ROW_ERRORS = (StorageDataError, TypeError, ValueError, AttributeError)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` as every backend can store it: NUL escaped as ``\\u0000``, lone surrogates as U+FFFD."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    if not text.isascii() and _SURROGATE.search(text):
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def _clean_text(record: UsageRecord) -> UsageRecord:
+    """``record``, or a copy whose text columns are ``storable``."""
+    dirty = {}
+    for name in USAGE_COLUMNS:
+        value = getattr(record, name)
+        if isinstance(value, str) and (clean := storable(value)) is not value:
+            dirty[name] = clean
+    if not dirty:
+        return record
+    clone = copy.copy(record)
+    for name, value in dirty.items():
+        setattr(clone, name, value)
+    return clone
 
 
 def cap_body(text: str | None, max_bytes: int) -> str | None:
@@ -106,6 +138,7 @@ class UsageWriter:
             self._report_error(f"submit:{type(exc).__name__}")
 
     def _prepare(self, record: UsageRecord) -> UsageRecord:
+        record = _clean_text(record)
         if record.metadata is not None and len(record.metadata) * 4 > MAX_METADATA_BYTES:
             record = copy.copy(record)
             record.metadata = cap_body(record.metadata, MAX_METADATA_BYTES)

@@ -21,6 +21,7 @@ from aiohttp import web
 from providers.fake_openai import FakeOpenAI
 from router.app import create_app
 from router.config import Settings, load_settings
+from router.http.wire import DejaRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +54,7 @@ class Deja:
 
 async def start_deja(settings: Settings, *, db_schema: str | None = None) -> Deja:
     app = create_app(settings, db_schema=db_schema)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5)
+    runner = DejaRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

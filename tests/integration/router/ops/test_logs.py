@@ -78,7 +78,9 @@ async def test_one_json_line_per_request_without_secrets_or_prompts(
     every = request_lines(stream)
     assert [line["path"] for line in every] == ["/admin/keys"] + ["/v1/chat/completions"] * 3  # 4xx included
     lines = every[1:3]
-    assert [line["request_id"] for line in lines] == [ok.headers["X-Deja-Request-Id"], "ops-42"]
+    assert [line["request_id"] for line in lines] == [ok.headers["X-Deja-Request-Id"],
+                                                      failed.headers["X-Deja-Request-Id"]]
+    assert failed.headers["X-Deja-Request-Id"].startswith("ops-42.")
     refused_id = {k.lower(): v for k, v in refused.headers.items()}["x-request-id"]
     assert (every[3]["status"], every[3]["request_id"]) == (401, refused_id)
     first, second = lines

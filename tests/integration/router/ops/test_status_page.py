@@ -15,8 +15,9 @@ import aiohttp
 import pytest
 
 from providers.fake_openai import Behaviour, FakeOpenAI
+from router.ops.status import REDACTED
 from tests.integration.harness import Deja
-from tests.integration.router.ops.helpers import cache_entries, chat, eventually
+from tests.integration.router.ops.helpers import MASTER_KEY, cache_entries, chat, eventually
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -128,8 +129,12 @@ async def test_status_page_shows_live_figures(deja: Deja, upstream: FakeOpenAI,
     assert t["cost"] == f"${figures['cost_usd']:.6f}"
     assert t["latency-p50"].endswith(("ms", " s")) and t["latency-p95"].endswith(("ms", " s"))
     assert t["cache-entries"] == "2" and t["inflight"] == "0"
-    errors = [row for row in page.rows if failed_id in row]
-    assert len(errors) == 1 and errors[0][1] == "502" and "provider melted" in errors[0][3]
+    # the page is public: it shows when and what status, never another tenant's request id or message
+    errors = [row for row in page.rows if REDACTED in row]
+    assert len(errors) == 1 and errors[0][1:] == ["502", "-", REDACTED] and failed_id not in dom
+    async with session.get(deja.url + "/status.json", headers={"Authorization": f"Bearer {MASTER_KEY}"}) as r:
+        errors = (await r.json())["recent_errors"]
+    assert len(errors) == 1 and errors[0]["request_id"] == failed_id and "provider melted" in errors[0]["message"]
 
 
 async def test_dashboard_path_and_screenshot(deja: Deja, upstream: FakeOpenAI, session: aiohttp.ClientSession,

@@ -213,3 +213,25 @@ async def test_invalid_rows_are_isolated_and_rejected_not_blocking(storage: Stor
     rows, _ = await storage.list_requests(UsageFilter(), limit=1000)
     valid = {r.request_id for i, r in enumerate(records) if i not in (17, 150)}
     assert {r["request_id"] for r in rows} == valid
+
+
+async def test_text_no_database_can_store_is_escaped_never_dropped(storage: Storage) -> None:
+    """PostgreSQL refuses NUL in TEXT, no backend can encode a lone surrogate: the row is kept, its text
+    escaped (NUL as the six characters \\u0000) or replaced (U+FFFD), in every text column and body."""
+    record, other = make_records(2, prefix="dirty")
+    record.end_user, record.model, record.error_type = "x\x00y", "m\ud800", "e\udfff\x00"
+    record.request_body, record.response_body = '{"a": "\x00"}', "answer \ud83d"
+    writer = UsageWriter(storage, batch_size=10, flush_interval=0.02)
+    await writer.start()
+    try:
+        writer.submit(record)
+        writer.submit(other)
+        await wait_for(lambda: writer.written == 2 and writer.depth == 0)
+    finally:
+        await writer.close()
+    assert writer.rejected == 0 and writer.dropped == 0
+    rows, _ = await storage.list_requests(UsageFilter(), limit=10, include_bodies=True)
+    stored = {r["request_id"]: r for r in rows}[record.request_id]
+    assert (stored["end_user"], stored["model"], stored["error_type"]) == ("x\\u0000y", "m\ufffd", "e\ufffd\\u0000")
+    assert stored["request_body"] == '{"a": "\\u0000"}' and stored["response_body"] == "answer \ufffd"
+    assert record.end_user == "x\x00y"  # the caller's record is left as it was
