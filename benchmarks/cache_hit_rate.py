@@ -7,8 +7,10 @@ split; each ``text_b`` is looked up. A served hit is right when it is the pair's
 is a duplicate, or when the stored question is literally the query; anything else served is wrong.
 
 Compared: (a) cosine alone at the lowest static threshold whose served-right share reaches 90% (found on this
-same split, which flatters the baseline), (b) deja's default (calibrated verifier, never fitted on this
-split).
+same split, which flatters the baseline), (b) deja's default: two stages, the static-embedding gate then the
+transformer and the calibrated verifier (never fitted on this split), (c) the same without the gate
+(``deja_gate_off``: transformer and verifier on every lookup). The gate's figures (``gate``): its recall (of
+the hits (c) serves, the share (b) serves too) and the share of semantic lookups that reach the transformer.
 Embeddings come from deja's default embedder (``cache.embedder.create_embedder``; the JSON names it).
 Also: lookups/s at concurrency 1 and 32 with embedder threads 1 and 2 (fresh embedder each, so no LRU help),
 a pair-by-pair view, what deja's wrong hits are (``deja_pool_wrong``), the static threshold at deja's own
@@ -43,6 +45,7 @@ from benchmarks.qqp import (
     pool_outcome,
     pool_setup,
 )
+from cache.gate import StaticEmbedder
 from cache.scope import build_scope
 from cache.semantic import SemanticCache
 from cache.store import MemoryStore
@@ -66,6 +69,8 @@ class RunResult:
     outcome: Outcome
     kinds: dict[str, int]
     lookups_per_s: float
+    stages: dict[str, int]
+    served_ids: dict[int, str]  # pair index -> id of the entry served
 
 
 async def _seed(cache: SemanticCache, pairs: list[Pair]) -> None:
@@ -78,17 +83,21 @@ async def _lookups(
     cache: SemanticCache, pairs: list[Pair], concurrency: int, threshold: float | None
 ) -> RunResult:
     kinds = {"exact": 0, "semantic": 0, "miss": 0}
+    stages: dict[str, int] = {}
+    served_ids: dict[int, str] = {}
     right = served = 0
     queue = list(enumerate(pairs))
 
     async def worker() -> None:
         nonlocal right, served
         while queue:
-            _, pair = queue.pop()
+            i, pair = queue.pop()
             scope, query = build_scope(_body(pair.text_b), tenant="bench", namespace="qqp")
             result = await cache.lookup(scope, _body(pair.text_b), query, threshold=threshold)
             kinds[result.kind] += 1
+            stages[str(result.stage)] = stages.get(str(result.stage), 0) + 1
             if result.entry is not None and result.entry.query is not None:
+                served_ids[i] = result.entry.id
                 served += 1
                 stored = result.entry.query
                 right += (stored == pair.text_a and pair.label == 1) or _norm(stored) == _norm(pair.text_b)
@@ -97,23 +106,46 @@ async def _lookups(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
     duplicates = sum(p.label for p in pairs)
-    return RunResult(Outcome(served, right, duplicates), kinds, len(pairs) / elapsed)
+    return RunResult(Outcome(served, right, duplicates), kinds, len(pairs) / elapsed, stages, served_ids)
+
+
+def _gate_figures(two: RunResult, one: RunResult) -> dict[str, Any]:
+    semantic_lookups = sum(n for stage, n in two.stages.items() if stage in ("gate", "transformer"))
+    kept = sum(1 for i, entry_id in one.served_ids.items() if two.served_ids.get(i) == entry_id)
+    return {
+        "recall": round(kept / max(1, len(one.served_ids)), 4),
+        "hits_without_gate": len(one.served_ids),
+        "hits_kept_by_gate": kept,
+        "reach_transformer": round(two.stages.get("transformer", 0) / max(1, semantic_lookups), 4),
+        "stages": two.stages,
+    }
+
+
+async def _cache(embedder: Any, verifier: Verifier | None, gate: StaticEmbedder | None,
+                 pairs: list[Pair]) -> SemanticCache:
+    cache = SemanticCache(MemoryStore(ann_dtype="i8" if gate else "f16"), embedder, verifier, gate=gate)
+    await cache.start()
+    await _seed(cache, pairs)
+    return cache
 
 
 async def through_cache(pairs: list[Pair], static_t: float, speed_sample: int) -> dict[str, Any]:
-    """Seed the real cache, then measure (a) static cosine and (b) deja's default, and lookup speed."""
+    """Seed the real caches, then measure (a) static cosine, (b) deja's default, (c) (b) without the gate,
+    and lookup speed."""
     verifier = Verifier.load_default()
-    batches: list[int] = []
-    embedder = await make_embedder(on_batch=lambda n, s: batches.append(n))
-    store = MemoryStore()
-    deja = SemanticCache(store, embedder, verifier)
-    static = SemanticCache(store, embedder, None)
-    await deja.start()
-    await _seed(deja, pairs)
+    gate = StaticEmbedder.load()
+    embedder = await make_embedder()
+    deja = await _cache(embedder, verifier, gate, pairs)
     out: dict[str, Any] = {"entries": (await deja.stats()).entries, "embedder": describe_embedder(embedder)}
-    for name, cache, threshold in (("deja_default", deja, None), ("static_cosine", static, static_t)):
-        run = await _lookups(cache, pairs, 32, threshold)
-        out[name] = {**_summary(run.outcome), "kinds": run.kinds}
+    runs: dict[str, RunResult] = {}
+    for name, cache, threshold in (
+        ("deja_default", deja, None),
+        ("deja_gate_off", await _cache(embedder, verifier, None, pairs), None),
+        ("static_cosine", await _cache(embedder, None, None, pairs), static_t),
+    ):
+        runs[name] = run = await _lookups(cache, pairs, 32, threshold)
+        out[name] = {**_summary(run.outcome), "kinds": run.kinds, "stages": run.stages}
+    out["gate"] = _gate_figures(runs["deja_default"], runs["deja_gate_off"])
     await embedder.close()
     rng = random.Random(7)
     sample = rng.sample(pairs, min(speed_sample, len(pairs)))
@@ -121,7 +153,7 @@ async def through_cache(pairs: list[Pair], static_t: float, speed_sample: int) -
     for threads in (1, 2):
         for concurrency in (1, 32):
             fresh = await make_embedder(threads=threads)  # cold LRU
-            timed = SemanticCache(store, fresh, verifier)
+            timed = SemanticCache(deja.backend_store, fresh, verifier, gate=gate)  # seeded entries, cold embedder
             run = await _lookups(timed, sample, concurrency, None)
             speed[f"threads={threads},concurrency={concurrency}"] = round(run.lookups_per_s, 1)
             await fresh.close()
@@ -221,10 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_QQP)
     parser.add_argument("--quick", action="store_true", help="a 600-pair sample and a short speed run")
+    parser.add_argument("--split", default="test", help="test (reported); calibrate to tune the gate")
     parser.add_argument("--embeddings-cache", type=Path, default=None, help="for the offline curve only")
     parser.add_argument("--out", type=Path, default=RESULTS / "cache_hit_rate.json")
     args = parser.parse_args(argv)
-    pairs = load_split("test", args.data)
+    pairs = load_split(args.split, args.data)
     if args.quick:
         pairs = random.Random(3).sample(pairs, 600)
     sim = simulate(pairs, args.embeddings_cache)
@@ -232,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     real = asyncio.run(through_cache(pairs, static_t, 200 if args.quick else 600))
     deja, static = real["deja_default"], real["static_cosine"]
     result = {
-        "split": f"test ({len(pairs)} pairs, {sum(p.label for p in pairs)} duplicates)",
+        "split": f"{args.split} ({len(pairs)} pairs, {sum(p.label for p in pairs)} duplicates)",
         "quick": args.quick,
         "static_threshold_90": static_t,
         "through_cache": real,

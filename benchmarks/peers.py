@@ -1,41 +1,27 @@
-"""deja next to the LiteLLM proxy: the same model list, the same fake upstream, the same load, in the same run.
+"""deja next to the LiteLLM proxy and the Portkey gateway: same fake upstream, same load, same run, default
+configuration (deja's semantic cache ON), measured twice: with a near-empty cache and with the cache filled.
 
-``litellm[proxy]`` (the LiteLLM version deja pins) is installed once into its own virtual environment under
-``.bench/litellm-proxy``. Every server runs in its own process, as in production; the client is this process.
+Peers: ``litellm[proxy]`` (the LiteLLM version deja pins, in ``.bench/litellm-proxy``, no cache, no database)
+and ``@portkey-ai/gateway`` (npm, in ``.bench/portkey``, Node, no cache; routed to the fake upstream with
+``x-portkey-provider: openai`` and ``x-portkey-custom-host``). Every server runs in its own process; the client
+is this process. Prompts are unique real questions (Quora, ``../shared/data/qqp-dev.jsonl``, one per pair): nearly every
+request is a miss, as most real traffic is, and deja runs its semantic lookup on each (no ``no-store``).
 
-Load (cache misses): at concurrency 1, 8, 32 and 128, non-streaming and streaming, each measurement point is run in
-rounds, and within a round the three paths run one after the other in a rotating order (direct to the upstream,
-deja, the LiteLLM proxy), so drift on a shared machine hits all three alike. deja gets ``Cache-Control: no-store``
-(no lookup, no store); the proxy runs without a cache. Each request has a unique prompt. Per path and point:
+Per phase (``empty``: a few hundred entries; ``full``: after filling the cache to ``--fill`` entries, 100,000 by
+default, deja's default capacity, with questions spliced from two real ones):
 
-- p50 / p99 / mean end-to-end latency (streaming: to the end of the stream), and the *added* latency: the proxy's
-  percentile minus the direct path's, measured in the same round set;
-- streaming: time to the first ``data:`` chunk (TTFC) and its added part;
-- requests per second (successful requests / wall-clock seconds of the load);
-- CPU time per request of the server process (delta of utime + stime in ``/proc/<pid>/stat`` across the load,
-  divided by the requests sent; for the direct path that is the fake upstream's);
-- resident memory after the point (``VmRSS``); the peak (``VmHWM``) of each server is reported once at the end.
+- misses, non-streaming at concurrency 1 and 32, streaming at concurrency 1: p50/p99 end-to-end latency and
+  its *added* part (the path's percentile minus the direct path's, same rounds), time to first chunk, requests
+  per second, server CPU ms per request. Within a round the paths run one after the other in a rotating order;
+  the texts of a round are the same for every path (the peers have no cache; deja sees each text once);
+- exact hits (deja): a pool of 32 prompts asked once, then again and again at concurrency 1 and 32;
+- semantic hits (deja): ``text_a`` of Quora duplicate pairs is stored, ``text_b`` asked once (discovery); the
+  paraphrases served as ``hit-semantic`` are then asked in surface variants (case, spacing, a prefix), each a
+  text the process never embedded, half at concurrency 1 and half at 32; only ``hit-semantic`` answers count;
+- resident memory of each server (``VmRSS``) and deja's cache size at the end of the phase.
 
-**Requests per second at a p99 bound of 50 ms** (``rps_at_p99_50ms``): the highest requests per second among the
-concurrency levels (1, 8, 32, 128) whose p99 end-to-end latency is at most 50 ms; ``null`` when none is.
-
-Cache hits, end-to-end through HTTP:
-
-- exact: a pool of prompts is asked once (stored), then asked again and again at concurrency 1 and 32 — deja
-  (exact tier) against the LiteLLM proxy with its in-memory cache (``litellm_settings: {cache: true,
-  cache_params: {type: local}}``). A LiteLLM answer counts as a hit only when it carries the ``x-litellm-cache-key``
-  header and the very ``id`` of the stored answer (the fake upstream makes a fresh id for every answer it gives);
-  a deja answer when its ``X-Deja-Cache`` is ``hit-exact``. Reported: p50/p99 latency of the hits, hits per second.
-- semantic: deja only (LiteLLM's semantic cache needs Redis Stack / RediSearch or Qdrant, neither is available
-  here). Quora duplicate pairs: ``text_a`` is stored, then ``text_b`` asked; only ``hit-semantic`` answers count.
-  Because deja's embedder keeps recent texts in an LRU, every measured paraphrase must be new to the process: a
-  first deja finds which paraphrases the verifier serves, a fresh deja stores the same ``text_a`` pool and is asked
-  those paraphrases, each also in four surface variants (lower case, spacing, a "Question:" or "Please answer:"
-  prefix) so the load at concurrency 32 is long enough for a steady rate; half the texts at concurrency 1, half at
-  32. Every measured request is a text the process has never embedded; only ``hit-semantic`` answers count.
-
-Writes ``benchmarks/results/peers.json`` and ``peers.png``; prints a table, and ``markdown_table`` renders one from
-the JSON for the README.
+Writes ``benchmarks/results/<--name>.json`` and ``.png`` (default ``peers``); prints a Markdown table.
+``--deja-root`` runs deja from another checkout (e.g. main, for a before/after in the same style).
 
     .venv/bin/python -m benchmarks.peers [--quick]      # or: make bench-peers [QUICK=1]
 """
@@ -44,159 +30,94 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
+import random
 import shutil
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from benchmarks.peers_client import Load, Reply, Target, drive, hit_stats, summary
 from benchmarks.procs import (
     LITELLM_PROXY_VERSION,
-    cpu_seconds,
+    PORTKEY_VERSION,
+    ROOT,
     ensure_litellm_proxy,
+    ensure_portkey,
     memory_kib,
+    portkey_headers,
     run_and_save,
     start_deja,
     start_litellm_proxy,
+    start_portkey,
     start_upstream,
     stop,
 )
+from benchmarks.qqp import DEFAULT_QQP, load_pairs
 
-CONCURRENCY = (1, 8, 32, 128)
-P99_BOUND_MS = 50.0
-REQUESTS = {1: 400, 8: 400, 32: 400, 128: 1000}
-REQUESTS_QUICK = {1: 60, 8: 60, 32: 64, 128: 256}
-PATHS = ("direct", "deja", "litellm_proxy")
-LITELLM_CACHE = {"cache": True, "cache_params": {"type": "local"}}
-NO_SEMANTIC_PEER = ("LiteLLM's semantic cache (redis-semantic / qdrant-semantic) needs Redis Stack with RediSearch "
-                    "or a Qdrant server; neither is available here, so semantic hits are measured for deja only")
+POINTS = (("nonstream", 1), ("nonstream", 32), ("stream", 1))
+REQUESTS = {1: 300, 32: 600}
+REQUESTS_QUICK = {1: 60, 32: 128}
+ROUNDS = 2
+PATHS = ("direct", "deja", "litellm_proxy", "portkey")
 
 
-@dataclass
-class Reply:
-    """One answer as the client saw it. ``status`` 0: the request raised (``error`` says what)."""
+class Questions:
+    """Unique real questions, in a fixed shuffled order; ``take`` never hands one out twice."""
 
-    status: int
-    total: float
-    ttfc: float | None = None
-    cache: str = ""
-    response_id: str = ""
-    litellm_cache_key: bool = False
-    error: str = ""
-    index: int = -1  # which request of the load (``body(index)``)
+    def __init__(self, texts: list[str]) -> None:
+        self._texts = texts
+        self._next = 0
 
+    def take(self, n: int) -> list[str]:
+        if self._next + n > len(self._texts):
+            raise RuntimeError(f"out of unique questions ({len(self._texts)}): use --quick or fewer requests")
+        out = self._texts[self._next : self._next + n]
+        self._next += n
+        return out
 
-@dataclass
-class Target:
-    name: str
-    base_url: str  # ".../v1"
-    model: str
-    pid: int
-    headers: dict[str, str] = field(default_factory=dict)
+    def rest(self) -> list[str]:
+        return self._texts[self._next :]
 
 
-@dataclass
-class Load:
-    replies: list[Reply]
-    wall: float
-    cpu: float  # server CPU seconds spent during the load (warm-up excluded)
-
-    @property
-    def ok(self) -> list[Reply]:
-        return [r for r in self.replies if r.status == 200]
-
-
-def pct(values: list[float], q: float) -> float:
-    """The ``q`` quantile (nearest rank, as ``overhead.py``)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summary(seconds: list[float]) -> dict[str, float] | None:
-    """p50 / p99 / mean in milliseconds; None for no values."""
-    if not seconds:
-        return None
-    return {"p50_ms": pct(seconds, 0.5) * 1000, "p99_ms": pct(seconds, 0.99) * 1000,
-            "mean_ms": statistics.fmean(seconds) * 1000}
+def load_data(path: Path, pairs_per_phase: int) -> tuple[Questions, list[list[tuple[str, str]]]]:
+    """(questions for misses, duplicate pairs for the semantic hits of each phase); no text in both."""
+    pairs = load_pairs(path)
+    seen: set[str] = set()
+    dups: list[tuple[str, str]] = []
+    for p in pairs:
+        if p.label == 1 and p.text_a != p.text_b and p.text_a not in seen and p.text_b not in seen:
+            seen.update((p.text_a, p.text_b))
+            dups.append((p.text_a, p.text_b))
+    random.Random(5).shuffle(dups)
+    phases = [dups[i * pairs_per_phase : (i + 1) * pairs_per_phase] for i in range(2)]
+    used = {t for phase in phases for pair in phase for t in pair}
+    # One question per Quora pair (text_a): two questions of the same pair are near each other by design.
+    questions = sorted({p.text_a for p in pairs} - used - {p.text_b for p in pairs})
+    random.Random(6).shuffle(questions)
+    return Questions(questions), phases
 
 
-def rps_at_p99_bound(points: dict[str, dict[str, Any]], bound_ms: float = P99_BOUND_MS) -> dict[str, Any] | None:
-    """The highest ``rps`` among ``points`` (``{"c32": {"rps": .., "latency": {"p99_ms": ..}}, ...}``) whose p99
-    end-to-end latency is at most ``bound_ms``, with the concurrency it came from; None when no point qualifies."""
-    best: dict[str, Any] | None = None
-    for key, point in points.items():
-        latency = point.get("latency") or {}
-        if latency.get("p99_ms") is None or latency["p99_ms"] > bound_ms:
-            continue
-        if best is None or point["rps"] > best["rps"]:
-            best = {"rps": point["rps"], "concurrency": int(key.removeprefix("c")), "p99_ms": latency["p99_ms"]}
-    return best
+def fill_sources(path: Path) -> list[str]:
+    """The other side of every Quora pair (text_b), which the fill splices from."""
+    return sorted({p.text_b for p in load_pairs(path)})
 
 
-async def send(session: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str],
-               want_id: bool = False) -> Reply:
-    """POST one chat completion; time to the full answer (streams: to their end) and to the first data chunk."""
-    start = time.perf_counter()
-    try:
-        async with session.post(url, json=body, headers=headers) as r:
-            ttfc = None
-            response_id = ""
-            if r.status == 200 and body.get("stream"):
-                async for line in r.content:
-                    if ttfc is None and line.startswith(b"data: "):
-                        ttfc = time.perf_counter() - start
-                        if want_id:
-                            response_id = str(json.loads(line[6:]).get("id", ""))
-            else:
-                data = await r.read()
-                if want_id and r.status == 200:
-                    response_id = str(json.loads(data).get("id", ""))
-            return Reply(r.status, time.perf_counter() - start, ttfc, r.headers.get("X-Deja-Cache", ""),
-                         response_id, "x-litellm-cache-key" in r.headers)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        return Reply(0, time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}")
+def spliced(sources: list[str], n: int, seed: int = 9) -> list[str]:
+    """``n`` unique questions made of the first half of one real question and the second half of another."""
+    rng = random.Random(seed)
+    words = [s.split() for s in sources if len(s.split()) >= 4]
+    out: set[str] = set()
+    while len(out) < n:
+        a, b = rng.choice(words), rng.choice(words)
+        out.add(" ".join(a[: len(a) // 2] + b[len(b) // 2 :]) + f" #{len(out)}")
+    return sorted(out)
 
 
-async def drive(target: Target, body: Callable[[int], dict[str, Any]], n: int, concurrency: int,
-                want_id: bool = False) -> Load:
-    """``n`` requests (``body(i)``) from ``concurrency`` workers over ``concurrency`` kept-alive connections, after
-    a warm-up that opens them; the server's CPU time is read around the measured part only."""
-    url = target.base_url + "/chat/completions"
-    replies: list[Reply] = []
-    counter = iter(range(n))
-    timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout) as session:
-        async def worker() -> None:
-            for i in counter:
-                reply = await send(session, url, body(i), target.headers, want_id)
-                reply.index = i
-                replies.append(reply)
-
-        warm = {**body(0), "stream": False, "messages": [{"role": "user", "content": f"warm-up {time.time_ns()}"}]}
-        await asyncio.gather(*(send(session, url, warm, target.headers) for _ in range(min(concurrency, n))))
-        cpu = cpu_seconds(target.pid)
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
-        cpu = cpu_seconds(target.pid) - cpu
-    return Load(replies, wall, cpu)
-
-
-def unique_prompts(model: str, stream: bool) -> Callable[[int], dict[str, Any]]:
-    tag = time.time_ns()
-
-    def body(i: int) -> dict[str, Any]:
-        return {"model": model, "stream": stream,
-                "messages": [{"role": "user", "content": f"question {i} of run {tag}: what is {i} squared?"}]}
-    return body
+def _body(model: str, texts: list[str], stream: bool = False) -> Any:
+    return lambda i: {"model": model, "stream": stream, "messages": [{"role": "user", "content": texts[i]}]}
 
 
 def _describe(loads: list[Load], pid: int) -> dict[str, Any]:
@@ -208,11 +129,18 @@ def _describe(loads: list[Load], pid: int) -> dict[str, Any]:
         "requests": len(replies), "errors": len(errors), "latency": summary([r.total for r in ok]),
         "rps": len(ok) / wall if wall else 0.0,
         "cpu_ms_per_request": 1000 * sum(load.cpu for load in loads) / max(1, len(replies)),
-        "rss_mib_after": memory_kib(pid, "VmRSS") / 1024}
+        "cache": _count(r.cache for r in ok)}
     if any(r.ttfc is not None for r in ok):
         out["ttfc"] = summary([r.ttfc for r in ok if r.ttfc is not None])
     if errors:
         out["first_error"] = errors[0].error or f"HTTP {errors[0].status}"
+    return out
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v or "-"] = out.get(v or "-", 0) + 1
     return out
 
 
@@ -223,18 +151,16 @@ def _added(row: dict[str, Any], name: str, metric: str) -> dict[str, float] | No
     return {"p50_ms": mine["p50_ms"] - base["p50_ms"], "p99_ms": mine["p99_ms"] - base["p99_ms"]}
 
 
-async def miss_point(targets: dict[str, Target], stream: bool, concurrency: int, n: int, rounds: int,
-                     turn: int) -> dict[str, Any]:
-    """One measurement point: ``rounds`` rounds of ``n / rounds`` requests per path, the paths in a rotating
-    order (``turn`` shifts it from point to point)."""
+async def miss_point(targets: dict[str, Target], stream: bool, concurrency: int, n: int, turn: int,
+                     questions: Questions) -> dict[str, Any]:
     loads: dict[str, list[Load]] = {name: [] for name in targets}
     names = list(targets)
-    per_round = max(concurrency, n // rounds)
-    for r in range(rounds):
+    for r in range(ROUNDS):
+        texts = questions.take(max(concurrency, n // ROUNDS))
         shift = (turn + r) % len(names)
         for name in names[shift:] + names[:shift]:
             target = targets[name]
-            loads[name].append(await drive(target, unique_prompts(target.model, stream), per_round, concurrency))
+            loads[name].append(await drive(target, _body(target.model, texts, stream), len(texts), concurrency))
     row = {name: _describe(loads[name], targets[name].pid) for name in names}
     for name in names:
         if name != "direct":
@@ -244,242 +170,162 @@ async def miss_point(targets: dict[str, Target], stream: bool, concurrency: int,
     return row
 
 
-def _ms(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "–"
-    return f"{value:+.1f}" if signed else f"{value:.1f}"
-
-
-def _p(stats: dict[str, float] | None, signed: bool = False) -> str:
-    return "–" if not stats else f"{_ms(stats['p50_ms'], signed)} / {_ms(stats['p99_ms'], signed)}"
-
-
-def print_point(mode: str, concurrency: int, row: dict[str, Any]) -> None:
-    parts = [f"{mode:9} c{concurrency:<4}", f"direct {_p(row['direct']['latency'])} ms {row['direct']['rps']:6.0f}/s"]
-    for name in ("deja", "litellm_proxy"):
-        if name in row:
-            cell = row[name]
-            extra = f" ttfc {_p(cell.get('added_ttfc'), True)}" if mode == "stream" else ""
-            parts.append(f"{name} added {_p(cell['added_latency'], True)} ms{extra} {cell['rps']:6.0f}/s "
-                         f"cpu {cell['cpu_ms_per_request']:.2f} ms/req" + (f" ERR {cell['errors']}" if cell['errors']
-                                                                            else ""))
-    print(" | ".join(parts), flush=True)
-
-
-async def load_matrix(targets: dict[str, Target], sizes: dict[int, int], rounds: int) -> dict[str, Any]:
+async def exact_hits(deja: Target, sizes: dict[int, int], questions: Questions, pool: int = 32) -> dict[str, Any]:
+    texts = questions.take(pool)
+    seed = await drive(deja, _body(deja.model, texts), pool, 1)
+    if any(r.status != 200 for r in seed.replies):
+        raise RuntimeError(f"deja: seeding the exact cache failed: {seed.replies[0]}")
+    await asyncio.sleep(1.0)  # stores run after the answers
+    repeated = [texts[i % pool] for i in range(max(sizes.values()))]
     out: dict[str, Any] = {}
-    turn = 0
-    for stream in (False, True):
-        mode = "stream" if stream else "nonstream"
-        out[mode] = {}
-        for concurrency in CONCURRENCY:
-            row = await miss_point(targets, stream, concurrency, sizes[concurrency], rounds, turn)
-            turn += 1
-            out[mode][f"c{concurrency}"] = row
-            print_point(mode, concurrency, row)
+    for concurrency in (1, 32):
+        load = await drive(deja, _body(deja.model, repeated), sizes[concurrency], concurrency)
+        out[f"c{concurrency}"] = hit_stats([load], lambda r: r.cache == "hit-exact")
     return out
-
-
-def hit_stats(load_list: list[Load], is_hit: Callable[[Reply], bool]) -> dict[str, Any]:
-    replies = [r for load in load_list for r in load.replies]
-    hits = [r for r in replies if r.status == 200 and is_hit(r)]
-    wall = sum(load.wall for load in load_list)
-    return {"requests": len(replies), "hits": len(hits), "errors": sum(1 for r in replies if r.status != 200),
-            "latency": summary([r.total for r in hits]), "hits_per_s": len(hits) / wall if wall else 0.0,
-            "cpu_ms_per_request": 1000 * sum(load.cpu for load in load_list) / max(1, len(replies))}
-
-
-async def exact_hits(targets: dict[str, Target], sizes: dict[int, int], rounds: int,
-                     pool: int = 32) -> dict[str, Any]:
-    """Store ``pool`` prompts (one answer each), then ask them again, round robin, at concurrency 1 and 32."""
-    tag = time.time_ns()
-
-    def body_for(model: str) -> Callable[[int], dict[str, Any]]:
-        return lambda i: {"model": model, "messages": [
-            {"role": "user", "content": f"cached question {i % pool} ({tag}): name a prime above {i % pool}"}]}
-
-    seeded: dict[str, list[str]] = {}
-    for name, target in targets.items():
-        seed = await drive(target, body_for(target.model), pool, 1, want_id=True)
-        if any(r.status != 200 for r in seed.replies):
-            raise RuntimeError(f"{name}: seeding the exact cache failed: {seed.replies[0]}")
-        seeded[name] = [r.response_id for r in seed.replies]
-    await asyncio.sleep(1.0)  # both store after answering
-
-    def hit_rule(name: str) -> Callable[[Reply], bool]:
-        if name == "deja":
-            return lambda r: r.cache == "hit-exact"
-        ids = set(seeded[name])
-        return lambda r: r.litellm_cache_key and r.response_id in ids
-
-    out: dict[str, Any] = {}
-    names = list(targets)
-    for turn, concurrency in enumerate((1, 32)):
-        loads: dict[str, list[Load]] = {name: [] for name in names}
-        for r in range(rounds):
-            shift = (turn + r) % len(names)
-            for name in names[shift:] + names[:shift]:
-                target = targets[name]
-                loads[name].append(await drive(target, body_for(target.model), sizes[concurrency] // rounds,
-                                               concurrency, want_id=name != "deja"))
-        out[f"c{concurrency}"] = {name: hit_stats(loads[name], hit_rule(name)) for name in names}
-        print(f"exact hits c{concurrency}: " + " | ".join(
-            f"{name} {_p(row['latency'])} ms, {row['hits']}/{row['requests']} hits, {row['hits_per_s']:.0f} hits/s"
-            for name, row in out[f"c{concurrency}"].items()), flush=True)
-    return out
-
-
-async def _ask_all(target: Target, texts: list[str], concurrency: int) -> Load:
-    return await drive(target, lambda i: {"model": target.model, "messages": [{"role": "user", "content": texts[i]}]},
-                       len(texts), concurrency)
 
 
 def surface_variants(text: str) -> list[str]:
-    """The text and four rewordings of its surface only (each a different exact key and a new embedding)."""
+    """Four rewordings of the surface only (each a different exact key and a new embedding)."""
     bare = text.strip().rstrip("?").strip()
-    out = [text, bare.lower() + "?", bare + " ?", "Question: " + text, "Please answer: " + text]
-    return list(dict.fromkeys(out))
+    out = [bare.lower() + "?", bare + " ?", "Question: " + text, "Please answer: " + text]
+    return [v for v in dict.fromkeys(out) if v != text]
 
 
-async def semantic_hits(work: Path, up_port: int, pool_size: int | None, n_per_level: dict[int, int],
-                        procs: list[Any]) -> dict[str, Any]:
-    """deja only; see the module docstring for why two processes."""
-    from benchmarks.qqp import load_pairs
-
-    pairs = [p for p in load_pairs() if p.label == 1]
-    seen: set[str] = set()
-    unique = []
-    for p in pairs:  # each paraphrase and each stored question once, and never the one as the other
-        if p.text_a not in seen and p.text_b not in seen and p.text_a != p.text_b:
-            seen.update((p.text_a, p.text_b))
-            unique.append(p)
-    pool = unique[:pool_size] if pool_size else unique
-    seeds = [p.text_a for p in pool]
-
-    async def fresh_deja(name: str) -> tuple[Target, Any]:
-        proc, port = start_deja(work / name, up_port, {})
-        procs.append(proc)
-        target = Target("deja", f"http://127.0.0.1:{port}/v1", "bench", proc.pid)
-        await _ask_all(target, seeds, 32)
-        await asyncio.sleep(1.5)  # stores happen after the answers
-        return target, proc
-
-    first, first_proc = await fresh_deja("semantic-find")
-    found = await _ask_all(first, [p.text_b for p in pool], 32)
-    stop(first_proc)
-    procs.remove(first_proc)
-    served = [pool[i] for i in sorted(r.index for r in found.replies if r.cache == "hit-semantic")]
-    print(f"semantic: {len(served)} of {len(pool)} duplicate paraphrases served as hit-semantic", flush=True)
-
-    second, _ = await fresh_deja("semantic-measure")
-    out: dict[str, Any] = {
-        "pool_pairs": len(pool), "paraphrases_served_in_discovery": len(served),
-        "discovery_hit_share": len(served) / len(pool) if pool else 0.0,
-        "data": "Quora duplicate pairs (label 1) of ../shared/data/qqp-dev.jsonl, all splits (latency only: no "
-                "quality figure is taken from them), each text once",
-        "litellm_proxy": None, "litellm_proxy_reason": NO_SEMANTIC_PEER}
-    # Each served paraphrase is also asked in surface variants (case, punctuation, a polite prefix): every one is
-    # a text the measuring process has never embedded, so the load is long enough for a steady rate at c32.
-    variants = [v for p in served for v in surface_variants(p.text_b)]
-    out["variants_per_paraphrase"] = len(variants) / len(served) if served else 0.0
-    halves = {1: variants[0::2][: n_per_level[1]], 32: variants[1::2][: n_per_level[32]]}
+async def semantic_hits(deja: Target, pairs: list[tuple[str, str]], sizes: dict[int, int]) -> dict[str, Any]:
+    await drive(deja, _body(deja.model, [a for a, _ in pairs]), len(pairs), 32)
+    await asyncio.sleep(1.5)  # stores run after the answers
+    found = await drive(deja, _body(deja.model, [b for _, b in pairs]), len(pairs), 32)
+    served = [pairs[r.index][1] for r in found.replies if r.cache == "hit-semantic"]
+    variants = [v for text in served for v in surface_variants(text)]
+    out: dict[str, Any] = {"pairs": len(pairs), "served_in_discovery": len(served),
+                           "discovery_hit_share": len(served) / max(1, len(pairs))}
+    halves = {1: variants[0::2][: sizes[1]], 32: variants[1::2][: sizes[32]]}
     for concurrency, chosen in halves.items():
-        if not chosen:
-            out[f"c{concurrency}"] = None
-            continue
-        load = await _ask_all(second, chosen, concurrency)
-        out[f"c{concurrency}"] = {"deja": hit_stats([load], lambda r: r.cache == "hit-semantic")}
-        row = out[f"c{concurrency}"]["deja"]
-        print(f"semantic hits c{concurrency}: deja {_p(row['latency'])} ms, {row['hits']}/{row['requests']} hits, "
-              f"{row['hits_per_s']:.0f} hits/s", flush=True)
-    out["peak_rss_mib_deja_semantic"] = memory_kib(second.pid, "VmHWM") / 1024
+        load = await drive(deja, _body(deja.model, chosen), len(chosen), concurrency) if chosen else None
+        out[f"c{concurrency}"] = hit_stats([load], lambda r: r.cache == "hit-semantic") if load else None
     return out
 
 
-def _git_commit() -> str | None:
-    head = Path(__file__).resolve().parents[1] / ".git"
-    try:
-        ref = (head / "HEAD").read_text().strip()
-        if ref.startswith("ref: "):
-            return (head / ref.removeprefix("ref: ")).read_text().strip()
-        return ref
-    except OSError:
-        return None
+async def fill(deja: Target, texts: list[str]) -> dict[str, Any]:
+    started = time.perf_counter()
+    load = await drive(deja, _body(deja.model, texts), len(texts), 32)
+    await asyncio.sleep(2.0)  # the last stores
+    return {"requests": len(texts), "errors": sum(1 for r in load.replies if r.status != 200),
+            "seconds": time.perf_counter() - started, "rps": len(load.ok) / load.wall if load.wall else 0.0}
+
+
+async def streams_work(target: Target) -> str | None:
+    """None when a streaming request through ``target`` succeeds, else what went wrong."""
+    load = await drive(target, _body(target.model, ["stream probe?"], True), 1, 1)
+    reply: Reply = load.replies[0]
+    return None if reply.status == 200 and reply.ttfc is not None else (reply.error or f"HTTP {reply.status}")
+
+
+async def phase(targets: dict[str, Target], sizes: dict[int, int], questions: Questions,
+                pairs: list[tuple[str, str]], stream_targets: dict[str, Target]) -> dict[str, Any]:
+    out: dict[str, Any] = {"misses": {}}
+    for turn, (mode, concurrency) in enumerate(POINTS):
+        chosen = stream_targets if mode == "stream" else targets
+        row = await miss_point(chosen, mode == "stream", concurrency, sizes[concurrency], turn, questions)
+        out["misses"][f"{mode}_c{concurrency}"] = row
+        print(f"  {mode} c{concurrency}: " + " | ".join(
+            f"{name} p50 {row[name]['latency']['p50_ms']:.1f} ms {row[name]['rps']:.0f}/s"
+            + (f" ttfc {row[name]['ttfc']['p50_ms']:.1f}" if row[name].get("ttfc") else "")
+            for name in row if row[name].get("latency")), flush=True)
+    deja = targets["deja"]
+    out["exact_hits"] = await exact_hits(deja, sizes, questions)
+    out["semantic_hits"] = await semantic_hits(deja, pairs, sizes)
+    for kind in ("exact_hits", "semantic_hits"):
+        for c in ("c1", "c32"):
+            row = out[kind].get(c) or {}
+            if row.get("latency"):
+                print(f"  {kind} {c}: p50 {row['latency']['p50_ms']:.1f} ms, {row['hits']}/{row['requests']} hits, "
+                      f"{row['hits_per_s']:.0f} hits/s", flush=True)
+    out["rss_mib"] = {name: memory_kib(t.pid, "VmRSS") / 1024 for name, t in targets.items()}
+    return out
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sizes = REQUESTS_QUICK if args.quick else REQUESTS
-    rounds = 2
-    binary = args.litellm_proxy or ensure_litellm_proxy()
+    fill_to = args.fill if args.fill is not None else (10_000 if args.quick else 100_000)
+    questions, pairs = load_data(args.data, 150 if args.quick else 600)
+    litellm = args.litellm_proxy or ensure_litellm_proxy()
+    portkey = ensure_portkey()
     work = Path(tempfile.mkdtemp(prefix="deja-peers-"))
     procs: list[Any] = []
     result: dict[str, Any] = {
         "benchmark": "peers", "quick": args.quick, "requests_per_point": {f"c{c}": n for c, n in sizes.items()},
-        "rounds_per_point": rounds, "litellm_proxy_version": LITELLM_PROXY_VERSION, "deja_commit": _git_commit(),
+        "rounds_per_point": ROUNDS, "litellm_proxy_version": LITELLM_PROXY_VERSION,
+        "portkey_version": PORTKEY_VERSION, "deja_root": str(args.deja_root),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "definitions": {
-            "added_latency": "path percentile minus the direct path's percentile at the same point (ms)",
-            "latency": "end-to-end: to the full answer; streaming: to the end of the stream",
-            "ttfc": "time to the first SSE data chunk",
-            "rps": "successful requests / wall-clock seconds of the load",
-            "rps_at_p99_50ms": f"the highest rps among concurrency levels {list(CONCURRENCY)} whose p99 end-to-end "
-                               f"latency <= {P99_BOUND_MS:.0f} ms (null: none)",
-            "cpu_ms_per_request": "server process utime+stime delta (/proc/<pid>/stat) over the load / requests",
-            "peak_rss_mib": "VmHWM of the server process (/proc/<pid>/status) after the load",
-            "interleaving": "each point runs in rounds; within a round direct, deja and the LiteLLM proxy run one "
-                            "after the other in an order that rotates from round to round and point to point",
-            "deja_miss_config": "cache on, semantic off, requests sent with Cache-Control: no-store; usage "
-                                "persistence to SQLite on; log_level warning",
-            "litellm_miss_config": "no cache, no database, default logging",
-        }}
+        "deja_config": "default (cache on, semantic on, memory store, capacity 100,000); log_level warning",
+        "peers_config": "LiteLLM proxy: no cache, no database; Portkey gateway: defaults, no cache"}
     try:
         upstream, up_port = start_upstream()
-        procs.append(upstream)
-        deja, port = start_deja(work / "deja", up_port, {"cache": {"semantic": False}})
-        procs.append(deja)
-        proxy, proxy_port = start_litellm_proxy(binary, work / "litellm", up_port)
-        procs.append(proxy)
-        no_store = {"Cache-Control": "no-store"}
-        targets = {"direct": Target("direct", f"http://127.0.0.1:{up_port}/v1", "gpt-4o-mini", upstream.pid),
-                   "deja": Target("deja", f"http://127.0.0.1:{port}/v1", "bench", deja.pid, no_store),
-                   "litellm_proxy": Target("litellm_proxy", f"http://127.0.0.1:{proxy_port}/v1", "bench",
-                                           proxy.pid)}
-        load = await load_matrix(targets, sizes, rounds)
-        result["load"] = load
-        result["rps_at_p99_50ms"] = {mode: {name: rps_at_p99_bound({k: row[name] for k, row in points.items()})
-                                            for name in PATHS} for mode, points in load.items()}
+        deja, port = start_deja(work / "deja", up_port, {}, root=args.deja_root)
+        proxy, proxy_port = start_litellm_proxy(litellm, work / "litellm", up_port)
+        gateway, gateway_port = start_portkey(portkey, work / "portkey")
+        procs += [upstream, deja, proxy, gateway]
+        targets = {
+            "direct": Target("direct", f"http://127.0.0.1:{up_port}/v1", "gpt-4o-mini", upstream.pid),
+            "deja": Target("deja", f"http://127.0.0.1:{port}/v1", "bench", deja.pid),
+            "litellm_proxy": Target("litellm_proxy", f"http://127.0.0.1:{proxy_port}/v1", "bench", proxy.pid),
+            "portkey": Target("portkey", f"http://127.0.0.1:{gateway_port}/v1", "gpt-4o-mini", gateway.pid,
+                              portkey_headers(up_port))}
+        stream_targets = dict(targets)
+        problem = await streams_work(targets["portkey"])
+        if problem:
+            del stream_targets["portkey"]
+            result["portkey_stream_error"] = problem
+        print("phase empty", flush=True)
+        result["empty"] = await phase(targets, sizes, questions, pairs[0], stream_targets)
+        fill_texts = spliced(fill_sources(args.data), max(0, fill_to - 1000))
+        print(f"filling deja with {len(fill_texts)} entries", flush=True)
+        result["fill"] = await fill(targets["deja"], fill_texts)
+        print(f"phase full ({result['fill']})", flush=True)
+        result["full"] = await phase(targets, sizes, questions, pairs[1], stream_targets)
         result["peak_rss_mib"] = {name: memory_kib(t.pid, "VmHWM") / 1024 for name, t in targets.items()}
-        result["peak_rss_mib"]["note"] = "direct: the fake upstream process"
-        stop(proxy)
-        procs.remove(proxy)
-
-        cached, cached_port = start_litellm_proxy(binary, work / "litellm-cache", up_port, LITELLM_CACHE)
-        procs.append(cached)
-        hit_targets = {"deja": Target("deja", f"http://127.0.0.1:{port}/v1", "bench", deja.pid),
-                       "litellm_proxy": Target("litellm_proxy", f"http://127.0.0.1:{cached_port}/v1", "bench",
-                                               cached.pid)}
-        exact = await exact_hits(hit_targets, sizes, rounds)
-        litellm_hits = sum(exact[k]["litellm_proxy"]["hits"] for k in ("c1", "c32"))
-        litellm_asked = sum(exact[k]["litellm_proxy"]["requests"] for k in ("c1", "c32"))
-        exact["litellm_cache_config"] = {"litellm_settings": LITELLM_CACHE}
-        exact["litellm_cache_verified"] = litellm_hits == litellm_asked > 0
-        exact["litellm_cache_note"] = (
-            f"{litellm_hits} of {litellm_asked} repeated LiteLLM requests came back with the x-litellm-cache-key "
-            "header and the stored answer's id (a fresh upstream answer has a new id)")
-        exact["peak_rss_mib"] = {"deja": memory_kib(deja.pid, "VmHWM") / 1024,
-                                 "litellm_proxy": memory_kib(cached.pid, "VmHWM") / 1024}
-        for proc in (cached, deja):
-            stop(proc)
-            procs.remove(proc)
-
-        semantic = await semantic_hits(work, up_port, 600 if args.quick else None, {1: sizes[1], 32: sizes[128]},
-                                       procs)
-        result["cache_hits"] = {"exact": exact, "semantic": semantic}
     finally:
         for proc in reversed(procs):
             stop(proc)
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _cell(row: dict[str, Any] | None, metric: str = "latency", added: bool = False) -> str:
+    if not row:
+        return "–"
+    stats = row.get(f"added_{metric}" if added else metric)
+    return "–" if not stats else f"{stats['p50_ms']:.1f}"
+
+
+def _hits(row: dict[str, Any] | None) -> str:
+    if not row or not row.get("latency"):
+        return "–"
+    return f"{row['latency']['p50_ms']:.1f} ms / {row['hits_per_s']:.0f} per s"
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """One Markdown table: per phase, deja and the peers side by side."""
+    names = [n for n in PATHS if n != "direct"]
+    head = "| | " + " | ".join(f"{n} ({p})" for p in ("empty", "full") for n in names) + " |"
+    out = [head, "| --- |" + " ---: |" * (2 * len(names))]
+
+    def row(label: str, get: Any) -> None:
+        out.append(f"| {label} | " + " | ".join(get(result[p], n) for p in ("empty", "full") for n in names) + " |")
+
+    miss = lambda p, key: p["misses"][key]  # noqa: E731
+    row("miss, c=1: added p50 (ms)", lambda p, n: _cell(miss(p, "nonstream_c1").get(n), added=True))
+    row("miss, c=1: p50 (ms)", lambda p, n: _cell(miss(p, "nonstream_c1").get(n)))
+    row("miss, c=32: req/s", lambda p, n: f"{miss(p, 'nonstream_c32')[n]['rps']:.0f}")
+    row("miss, c=32: CPU ms/req", lambda p, n: f"{miss(p, 'nonstream_c32')[n]['cpu_ms_per_request']:.2f}")
+    row("stream miss, c=1: added TTFC p50 (ms)", lambda p, n: _cell(miss(p, "stream_c1").get(n), "ttfc", True))
+    for kind in ("exact_hits", "semantic_hits"):
+        for c in ("c1", "c32"):
+            row(f"{kind.replace('_', ' ')}, c={c[1:]}: p50 / rate",
+                lambda p, n, k=kind, c=c: _hits(p[k].get(c)) if n == "deja" else "n/a")
+    row("RSS after the phase (MiB)", lambda p, n: f"{p['rss_mib'][n]:.0f}")
+    return "\n".join(out)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -488,85 +334,42 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    panels = [("nonstream", "added_latency", "added p50 latency, non-streaming (ms)"),
-              ("stream", "added_ttfc", "added p50 time to first chunk, streaming (ms)"),
-              ("nonstream", "rps", "requests/s, non-streaming"), ("stream", "rps", "requests/s, streaming")]
-    colours = {"direct": "tab:gray", "deja": "tab:blue", "litellm_proxy": "tab:orange"}
-    for ax, (mode, metric, title) in zip(axes.flat, panels, strict=True):
-        points = result["load"][mode]
-        xs = [int(k.removeprefix("c")) for k in points]
-        for name in PATHS if metric == "rps" else PATHS[1:]:
-            if metric == "rps":
-                ys = [points[k][name]["rps"] for k in points]
-            else:
-                # a log axis: an added latency at or under 0.01 ms (within noise of the direct call) is drawn at 0.01
-                ys = [max(0.01, (points[k][name].get(metric) or {}).get("p50_ms", float("nan"))) for k in points]
-            ax.plot(xs, ys, marker="o", label=name, color=colours[name])
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xticks(xs, [str(x) for x in xs])
-        ax.set_xlabel("concurrency")
+    names = [n for n in PATHS if n != "direct"]
+    panels = [("nonstream_c1", "added_latency", "miss, c=1: added p50 latency (ms)"),
+              ("nonstream_c32", "rps", "miss, c=32: requests/s"),
+              ("stream_c1", "added_ttfc", "stream miss, c=1: added p50 TTFC (ms)")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    for ax, (key, metric, title) in zip(axes, panels, strict=True):
+        for i, phase_name in enumerate(("empty", "full")):
+            points = result[phase_name]["misses"][key]
+            ys = []
+            for n in names:
+                cell = points.get(n) or {}
+                value = cell.get(metric) if metric == "rps" else (cell.get(metric) or {}).get("p50_ms")
+                ys.append(float(value) if value is not None else 0.0)
+            ax.bar([x + 0.4 * i for x in range(len(names))], ys, width=0.4, label=f"cache {phase_name}")
+        ax.set_xticks([x + 0.2 for x in range(len(names))], names, fontsize=8)
         ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=8)
-    fig.suptitle("deja vs LiteLLM proxy, same fake upstream, same run (one process each, "
-                 f"{result['machine']['cpus']} cores)", fontsize=11)
+    fill = result.get("fill", {}).get("requests", 0)
+    fig.suptitle(f"deja (default config, semantic cache on) vs LiteLLM proxy vs Portkey; 'full' = {fill:,} entries "
+                 f"filled first ({result['machine']['cpus']} cores)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
 
 
-def _rps_cell(value: dict[str, Any] | None) -> str:
-    return "none ≤ 50 ms" if not value else f"{value['rps']:.0f} (c{value['concurrency']})"
-
-
-def _hit_cell(row: dict[str, Any] | None) -> str:
-    if not row or not row.get("latency"):
-        return "–"
-    return f"{_p(row['latency'])} ms, {row['hits_per_s']:.0f}/s"
-
-
-def markdown_table(result: dict[str, Any]) -> str:
-    """The results as Markdown tables (load per point; then throughput bound, memory and cache hits)."""
-    out = ["| mode | concurrency | added latency p50 / p99, ms: deja | LiteLLM proxy | added TTFC p50 / p99, ms: "
-           "deja | LiteLLM proxy | req/s: direct | deja | LiteLLM proxy | CPU ms/req: deja | LiteLLM proxy |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for mode, points in result["load"].items():
-        for key, row in points.items():
-            deja, peer = row["deja"], row["litellm_proxy"]
-            out.append(f"| {'streaming' if mode == 'stream' else 'non-streaming'} | {key.removeprefix('c')} | "
-                       f"{_p(deja['added_latency'], True)} | {_p(peer['added_latency'], True)} | "
-                       f"{_p(deja.get('added_ttfc'), True)} | {_p(peer.get('added_ttfc'), True)} | "
-                       f"{row['direct']['rps']:.0f} | {deja['rps']:.0f} | {peer['rps']:.0f} | "
-                       f"{deja['cpu_ms_per_request']:.2f} | {peer['cpu_ms_per_request']:.2f} |")
-    out += ["", "| | deja | LiteLLM proxy | direct |", "| --- | ---: | ---: | ---: |"]
-    for mode, label in (("nonstream", "non-streaming"), ("stream", "streaming")):
-        bound = result["rps_at_p99_50ms"][mode]
-        out.append(f"| req/s at p99 ≤ {P99_BOUND_MS:.0f} ms, {label} | {_rps_cell(bound['deja'])} | "
-                   f"{_rps_cell(bound['litellm_proxy'])} | {_rps_cell(bound['direct'])} |")
-    peak = result["peak_rss_mib"]
-    out.append(f"| peak resident memory, MiB (miss path) | {peak['deja']:.0f} | {peak['litellm_proxy']:.0f} | "
-               f"{peak['direct']:.0f} (fake upstream) |")
-    hits = result.get("cache_hits") or {}
-    exact, semantic = hits.get("exact") or {}, hits.get("semantic") or {}
-    for c in ("c1", "c32"):
-        row = exact.get(c) or {}
-        out.append(f"| exact hit p50 / p99, hits/s, concurrency {c.removeprefix('c')} | {_hit_cell(row.get('deja'))} | "
-                   f"{_hit_cell(row.get('litellm_proxy'))} | |")
-    for c in ("c1", "c32"):
-        row = semantic.get(c) or {}
-        out.append(f"| semantic hit p50 / p99, hits/s, concurrency {c.removeprefix('c')} | "
-                   f"{_hit_cell(row.get('deja'))} | n/a (needs Redis Stack or Qdrant) | |")
-    return "\n".join(out)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few requests per point (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="few requests per point, 10,000 entries filled")
+    parser.add_argument("--fill", type=int, default=None, help="entries to fill before the second phase")
+    parser.add_argument("--data", type=Path, default=DEFAULT_QQP)
+    parser.add_argument("--deja-root", type=Path, default=ROOT, help="run deja from this source tree")
+    parser.add_argument("--name", default="peers", help="results/<name>.json and .png")
     parser.add_argument("--litellm-proxy", metavar="BIN", default=os.environ.get("LITELLM_PROXY_BIN"),
                         help="an installed `litellm` binary to use instead of .bench/litellm-proxy")
     args = parser.parse_args()
-    result = run_and_save("peers", lambda: main_async(args), plot)
+    result = run_and_save(args.name, lambda: main_async(args), plot)
     print()
     print(markdown_table(result))
 

@@ -51,9 +51,9 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0) 
     raise RuntimeError(f"nothing listening on {port}")
 
 
-def _env() -> dict[str, str]:
+def _env(root: Path = ROOT) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEJA_")}
-    env.update({"PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"})
+    env.update({"PYTHONPATH": str(root), "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"})
     return env
 
 
@@ -83,8 +83,10 @@ def start_upstream(delay: float = 0.0, chunk_delay: float = 0.0) -> tuple[subpro
     return proc, port
 
 
-def start_deja(workdir: Path, upstream_port: int, deja: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
-    """``deja serve`` with one model group ``bench`` on the fake upstream, and the given ``deja:`` section."""
+def start_deja(workdir: Path, upstream_port: int, deja: dict[str, Any],
+               root: Path = ROOT) -> tuple[subprocess.Popen[bytes], int]:
+    """``deja serve`` with one model group ``bench`` on the fake upstream, and the given ``deja:`` section;
+    ``root``: the source tree to run (another checkout, e.g. main for a before/after)."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     config = {"model_list": [{"model_name": "bench", "litellm_params": {
@@ -94,7 +96,7 @@ def start_deja(workdir: Path, upstream_port: int, deja: dict[str, Any]) -> tuple
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.Popen([sys.executable, "-m", "router.cli.main", "serve", "--config", str(path), "--port",
-                             str(port)], env=_env(), cwd=workdir, stdout=subprocess.DEVNULL,
+                             str(port)], env=_env(root), cwd=workdir, stdout=subprocess.DEVNULL,
                             stderr=open(workdir / "deja.log", "wb"))
     wait_port(port, proc)
     return proc, port
@@ -163,6 +165,41 @@ def ensure_litellm_proxy(venv: Path = ROOT / ".bench" / "litellm-proxy",
         raise RuntimeError(f"installing litellm[proxy]=={version} into {venv} failed")
     stamp.touch()
     return str(binary)
+
+
+PORTKEY_VERSION = "1.15.2"
+
+
+def ensure_portkey(prefix: Path = ROOT / ".bench" / "portkey", version: str = PORTKEY_VERSION) -> Path:
+    """``@portkey-ai/gateway@version`` from the npm registry into ``prefix`` (once); its server script."""
+    script = prefix / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+    stamp = prefix / f".installed-{version}"
+    if stamp.exists() and script.exists():
+        return script
+    prefix.mkdir(parents=True, exist_ok=True)
+    print(f"installing @portkey-ai/gateway@{version} into {prefix} (once)", file=sys.stderr, flush=True)
+    done = subprocess.run(["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--ignore-scripts",
+                           f"@portkey-ai/gateway@{version}"], capture_output=True, text=True)
+    if done.returncode != 0 or not script.exists():
+        print(done.stdout[-4000:], done.stderr[-4000:], sep="\n", file=sys.stderr)
+        raise RuntimeError(f"installing @portkey-ai/gateway@{version} into {prefix} failed")
+    stamp.touch()
+    return script
+
+
+def start_portkey(script: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The Portkey gateway (Node, no cache, default settings); route with ``portkey_headers``."""
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(["node", str(script), f"--port={port}", "--headless"], cwd=workdir,
+                            stdout=subprocess.DEVNULL, stderr=open(workdir / "portkey.log", "wb"))
+    wait_port(port, proc)
+    return proc, port
+
+
+def portkey_headers(upstream_port: int) -> dict[str, str]:
+    return {"x-portkey-provider": "openai", "x-portkey-custom-host": f"http://127.0.0.1:{upstream_port}/v1",
+            "Authorization": "Bearer x"}
 
 
 def _stat_fields(pid: int) -> list[str]:

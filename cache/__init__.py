@@ -2,10 +2,12 @@
 
 from cache.embedder import Embedder, SentenceTransformerEmbedder
 from cache.errors import CacheConfigError, CacheError, CacheUnavailableError, EmbeddingUnavailableError
+from cache.factory import build_cache
+from cache.gate import StaticEmbedder
 from cache.index import Match, VectorIndex
 from cache.redis_store import Keys, RedisStore
 from cache.scope import NEUTRAL_FIELDS, Scope, build_scope, exact_key
-from cache.semantic import CacheStats, LookupResult, SemanticCache
+from cache.semantic import CacheStats, LookupResult, QueryVectors, SemanticCache
 from cache.store import CacheEntry, CacheStore, MemoryStore, StoreCounts
 from cache.verify import Verdict, Verifier
 
@@ -22,15 +24,18 @@ __all__ = [
     "Keys",
     "LookupResult",
     "Match",
+    "QueryVectors",
     "MemoryStore",
     "RedisStore",
     "Scope",
     "SemanticCache",
     "SentenceTransformerEmbedder",
+    "StaticEmbedder",
     "StoreCounts",
     "VectorIndex",
     "Verdict",
     "Verifier",
+    "build_cache",
     "build_scope",
     "exact_key",
 ]

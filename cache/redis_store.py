@@ -34,75 +34,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from cache.errors import CacheConfigError, CacheError, CacheUnavailableError
-from cache.index import Match, VectorIndex
+from cache.index import DEFAULT_ANN_MIN_ROWS, Match, VectorIndex
+from cache.redis_scripts import LUA_CLEAR, LUA_COUNT, LUA_KEEP_DENSE, LUA_PUT
 from cache.store import CacheEntry, StoreCounts, check_capacity, matches
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-_LUA_DROP = """
-local lru, exp, stream = KEYS[1], KEYS[2], KEYS[3]
-local eprefix, maxlen = ARGV[1], ARGV[2]
-local function drop(id)
-  redis.call('ZREM', lru, id)
-  redis.call('ZREM', exp, id)
-  local n = redis.call('DEL', eprefix .. id)
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'op', 'del', 'id', id)
-  return n
-end
-local function purge(now, out)
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, 1000)) do
-    drop(id)
-    out[#out + 1] = id
-  end
-end
-"""
-
-# KEYS: lru exp stream entry; ARGV: eprefix maxlen id now ttl_ms expires capacity scope vec field value...
-_LUA_PUT = _LUA_DROP + """
-local id, now, expires, capacity = ARGV[3], ARGV[4], ARGV[6], tonumber(ARGV[7])
-local entry, scope, vec = KEYS[4], ARGV[8], ARGV[9]
-local out = {}
-local had_vec = redis.call('HEXISTS', entry, 'vec') == 1
-redis.call('DEL', entry)
-redis.call('HSET', entry, unpack(ARGV, 10))
-redis.call('PEXPIRE', entry, ARGV[5])
-redis.call('ZADD', lru, now, id)
-redis.call('ZADD', exp, expires, id)
-if vec ~= '' then
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'op', 'add', 'id', id, 'scope', scope,
-             'exp', expires, 'vec', vec)
-elseif had_vec then
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'op', 'del', 'id', id)
-end
-purge(now, out)
-local over = redis.call('ZCARD', lru) - capacity
-if over > 0 then
-  for _, old in ipairs(redis.call('ZRANGE', lru, 0, over)) do
-    if over > 0 and old ~= id then
-      drop(old)
-      out[#out + 1] = old
-      over = over - 1
-    end
-  end
-end
-return out
-"""
-
-# KEYS: lru exp stream; ARGV: eprefix maxlen now -> {entries left, purged ids...}
-_LUA_COUNT = _LUA_DROP + """
-local out = {}
-purge(ARGV[3], out)
-return {redis.call('ZCARD', lru), out}
-"""
-
-# KEYS: lru exp stream; ARGV: eprefix maxlen id... -> number of entries deleted
-_LUA_CLEAR = _LUA_DROP + """
-local n = 0
-for i = 3, #ARGV do n = n + drop(ARGV[i]) end
-return n
-"""
-
 
 class Keys:
     """Every Redis key name the store uses, under one prefix."""
@@ -140,7 +77,9 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def encode_entry(entry: CacheEntry, vector: np.ndarray | None) -> list[str | bytes]:
+def encode_entry(
+    entry: CacheEntry, vector: np.ndarray | None, dense: np.ndarray | None = None
+) -> list[str | bytes]:
     fields: list[str | bytes] = [
         "id", entry.id, "scope", entry.scope_key, "resp", json.dumps(entry.response, separators=(",", ":")),
         "created", repr(entry.created_at), "expires", repr(entry.expires_at),
@@ -150,11 +89,14 @@ def encode_entry(entry: CacheEntry, vector: np.ndarray | None) -> list[str | byt
         fields += ["query", entry.query]
     if vector is not None:
         fields += ["vec", np.asarray(vector, dtype=np.float32).tobytes()]
+    if dense is not None:
+        fields += ["dense", np.asarray(dense, dtype=np.float32).tobytes()]
     return fields
 
 
 def decode_entry(raw: dict[bytes, bytes]) -> CacheEntry:
     query = raw.get(b"query")
+    dense = raw.get(b"dense")
     return CacheEntry(
         id=_text(raw[b"id"]),
         scope_key=_text(raw[b"scope"]),
@@ -164,6 +106,7 @@ def decode_entry(raw: dict[bytes, bytes]) -> CacheEntry:
         expires_at=float(raw[b"expires"]),
         namespace=_text(raw[b"ns"]),
         model=_text(raw[b"model"]),
+        dense=np.frombuffer(dense, dtype=np.float32).copy() if dense else None,
     )
 
 
@@ -185,7 +128,11 @@ class RedisStore:
         stream_maxlen: int = 10_000,
         max_backoff: float = 2.0,
         read_batch: int = 1000,
+        dim: int | None = None,
+        ann_min_rows: int | None = DEFAULT_ANN_MIN_ROWS, ann_dtype: str = "f16",
     ) -> None:
+        """``dim``: the searched vectors' dimension (rows of another dimension in Redis, say from another
+        embedder, are skipped); ``ann_min_rows``: see :class:`~cache.index.VectorIndex`."""
         self._capacity = check_capacity(capacity)
         if isinstance(redis_url_or_client, str) and sync_interval >= socket_timeout:
             raise CacheConfigError("sync_interval (the XREAD block time) must be below socket_timeout")
@@ -198,10 +145,13 @@ class RedisStore:
         self._maxlen = stream_maxlen
         self._max_backoff = max_backoff
         self._batch = read_batch
-        self._put = self._client.register_script(_LUA_PUT)
-        self._count = self._client.register_script(_LUA_COUNT)
-        self._clear = self._client.register_script(_LUA_CLEAR)
-        self._index = VectorIndex()
+        self._put = self._client.register_script(LUA_PUT)
+        self._count = self._client.register_script(LUA_COUNT)
+        self._clear = self._client.register_script(LUA_CLEAR)
+        self._keep_dense = self._client.register_script(LUA_KEEP_DENSE)
+        self._dim, self._ann_min, self._ann_dtype = dim, ann_min_rows, ann_dtype
+        self._index = self._new_index()
+        self._skipped = 0
         self._last_id = "0-0"
         self._seen = 0  # stream events ever added, up to and including _last_id
         self._generation: str | None = None
@@ -216,6 +166,9 @@ class RedisStore:
     @property
     def capacity(self) -> int:
         return self._capacity
+
+    def _new_index(self) -> VectorIndex:
+        return VectorIndex(self._dim, ann_min_rows=self._ann_min, ann_dtype=self._ann_dtype)
 
     @property
     def indexed(self) -> int:
@@ -280,21 +233,27 @@ class RedisStore:
     async def search(self, scope_key: str, vector: np.ndarray, k: int, now: float) -> list[Match]:
         return self._index.search(scope_key, vector, k, now)
 
-    async def put(self, entry: CacheEntry, vector: np.ndarray | None, now: float) -> None:
+    async def put(
+        self, entry: CacheEntry, vector: np.ndarray | None, now: float, *, dense: np.ndarray | None = None
+    ) -> None:
         ttl_ms = max(1, math.ceil((entry.expires_at - now) * 1000))
         vec = np.asarray(vector, dtype=np.float32).tobytes() if vector is not None else b""
         args = self._script_args(
             entry.id, repr(now), ttl_ms, repr(entry.expires_at), self._capacity, entry.scope_key, vec,
-            *encode_entry(entry, vector),
+            *encode_entry(entry, vector, dense),
         )  # fmt: skip
         keys = [*self.keys.bookkeeping, self.keys.entry(entry.id)]
         dropped = await self._guard(self._put(keys=keys, args=args))
         if vector is not None:
-            self._index.add(entry.scope_key, entry.id, vector, entry.expires_at)
+            self._add_row(self._index, entry.scope_key, entry.id, vector, entry.expires_at)
         else:
             self._index.remove(entry.id)
         for entry_id in dropped:
             self._index.remove(_text(entry_id))
+
+    async def keep_dense(self, entry_id: str, dense: np.ndarray) -> None:
+        vector = np.asarray(dense, dtype=np.float32).tobytes()
+        await self._guard(self._keep_dense(keys=[self.keys.entry(entry_id)], args=[vector]))
 
     async def clear(self, *, namespace: str | None = None, model: str | None = None) -> int:
         deleted = 0
@@ -351,7 +310,8 @@ class RedisStore:
         info = await self._stream_info()
         last_id = _text(info["last-generated-id"]) if info else "0-0"
         seen = int(info["entries-added"]) if info else 0
-        index = VectorIndex()
+        index = self._new_index()
+        self._skipped = 0
         cursor: int = 0
         while True:
             cursor, keys = await self._guard(
@@ -369,13 +329,19 @@ class RedisStore:
         self._index, self._last_id, self._seen, self._generation = index, last_id, seen, generation
         self._need_resync = False
         log.info("cache: local index rebuilt from redis (%d vectors)", len(index))
+        if self._skipped:
+            log.warning("cache: %d entries have vectors of another dimension (another embedder or an older "
+                        "deja): served by the exact tier only", self._skipped)
 
-    @staticmethod
-    def _add_row(index: VectorIndex, scope: str, entry_id: str, vec: bytes, expires: float) -> None:
+    def _add_row(
+        self, index: VectorIndex, scope: str, entry_id: str, vec: bytes | np.ndarray, expires: float
+    ) -> None:
+        vector = np.frombuffer(vec, dtype=np.float32) if isinstance(vec, bytes) else vec
         try:
-            index.add(scope, entry_id, np.frombuffer(vec, dtype=np.float32), expires)
-        except CacheError as exc:
-            log.warning("cache: skipping entry %s: %s", entry_id, exc)
+            index.add(scope, entry_id, vector, expires)
+        except CacheError:
+            index.remove(entry_id)
+            self._skipped += 1
 
     def _apply(self, events: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         for event_id, fields in events:

@@ -4,25 +4,39 @@ Lookup order:
 
 1. **Exact tier** - the entry whose id is :func:`~cache.scope.exact_key` of the request. No embedding.
    Served whatever the temperature: it is the very same request.
-2. **Semantic tier** - only when the request has a plain-text last user message (``query``), an embedder is
-   configured, the caller allows it, and the request temperature (absent = 1.0, the OpenAI default) is at most
-   ``max_semantic_temperature``. The query is embedded, the ``top_k`` nearest entries *of the same Scope*
-   are taken best first, and the first one with cosine >= floor that the verifier accepts is served. The
-   floor is the request ``threshold`` if given, else the verifier's ``default_min_similarity`` (else
-   :data:`DEFAULT_MIN_SIMILARITY` without a verifier, in which case the floor alone decides).
+2. **Semantic tier** - only when the request has a plain-text last user message (``query``) of at most
+   ``max_query_chars`` characters (else the miss says ``skipped="too_large"``), an embedder is configured, the
+   caller allows it, and the request temperature (absent = 1.0, the OpenAI default) is at most
+   ``max_semantic_temperature``. It has two stages:
 
-Storing embeds the query only when the semantic tier could ever use it (same conditions as the lookup), so
-a high-temperature request is cached for exact replays only. A hit refreshes the entry's LRU recency; TTL
-counts from creation and is not extended by hits. The embedder is owned by the caller: ``close()`` does not
-close it.
+   a. **gate** (when a :class:`~cache.gate.StaticEmbedder` is configured): the query's static vector (~0.1 ms)
+      is searched among the scope's stored static vectors; when no candidate reaches ``gate_threshold`` the
+      lookup is a miss decided by the gate, and neither the transformer nor the verifier runs;
+   b. **transformer**: the query is embedded by the transformer; the gate's best ``transformer_candidates``
+      candidates at or above its threshold are re-ranked by the
+      transformer's cosine (a stored entry's transformer vector is computed the first time it is a candidate,
+      then kept with the entry, shared through Redis), and the first with cosine >= floor that the verifier
+      accepts is served. Without a gate, the transformer's vectors are the searched ones (one stage).
+
+   The floor is the request ``threshold`` if given, else the verifier's ``default_min_similarity`` (else
+   :data:`DEFAULT_MIN_SIMILARITY` without a verifier, in which case the floor alone decides). The verifier runs
+   in a worker thread, never on the event loop.
+
+Storing keeps the static vector (the searched one) and, when the lookup computed it, the transformer vector:
+pass the lookup's result as ``store(..., lookup=result)`` and nothing is embedded again. Without it, storing
+costs the static embedding only (with a gate) or one transformer embedding (without). Entries are fed to the
+semantic tier under the same conditions as the lookup, so a high-temperature request is cached for exact
+replays only. A hit refreshes the entry's LRU recency; TTL counts from creation and is not extended by hits.
+The embedder is owned by the caller: ``close()`` does not close it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -38,16 +52,54 @@ if TYPE_CHECKING:
 DEFAULT_MIN_SIMILARITY = 0.9
 #: OpenAI's default temperature, assumed when a request does not set one.
 DEFAULT_TEMPERATURE = 1.0
+#: Queries longer than this (characters) skip the semantic tier: nobody's giant prompt reaches the tokenizer.
+DEFAULT_MAX_QUERY_CHARS = 4000
+#: With a gate, at most this many of its candidates (the best by static cosine) reach the transformer: each may
+#: need its own transformer vector the first time (a transformer run of ~5 ms each). On the QQP calibrate split
+#: every hit served was the gate's first candidate.
+DEFAULT_TRANSFORMER_CANDIDATES = 1
+
+Stage = Literal["exact", "gate", "transformer"]
+
+
+class Gate(Protocol):
+    """The cheap first stage (:class:`cache.gate.StaticEmbedder`): text -> unit vector, synchronous."""
+
+    dim: int
+
+    def embed(self, text: str) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class QueryVectors:
+    """What a lookup computed for its query, for ``store(..., lookup=result)`` to reuse."""
+
+    query: str
+    gate: np.ndarray | None
+    dense: np.ndarray | None
 
 
 @dataclass(frozen=True)
 class LookupResult:
     kind: Literal["exact", "semantic", "miss"]
     entry: CacheEntry | None
-    similarity: float | None  # of the served entry (1.0 for exact)
-    best_similarity: float | None  # best cosine seen in scope (1.0 for exact; None if nothing to compare)
+    similarity: float | None  # of the served entry (1.0 for exact; the transformer's cosine for semantic)
+    best_similarity: float | None  # best transformer cosine seen in scope (1.0 for exact; None if not run)
     candidates: int  # semantic candidates compared (0 for exact hits)
-    rejected_reason: str | None  # verifier reason when the best candidate was refused
+    #: The verifier's reason when the best candidate was refused; "below-gate": no candidate reached the gate.
+    rejected_reason: str | None
+    #: Which stage decided: "exact" (exact tier), "gate" (no candidate close enough by the static vectors),
+    #: "transformer" (transformer cosine + verifier); None when the semantic tier was not consulted.
+    stage: Stage | None = None
+    floor: float | None = None  # the similarity floor the transformer stage used
+    gate_similarity: float | None = None  # best static cosine among the gate's candidates
+    gate_threshold: float | None = None
+    verifier_score: float | None = None  # the verifier's probability for the served / best refused candidate
+    verifier_reason: str | None = None  # its reason ("ok", "identical", "classifier", a rule, "below-floor")
+    #: Why the semantic tier was not consulted: "too_large", "temperature", "disabled" (no embedder, no query
+    #: or the caller said no); None when it was.
+    skipped: str | None = None
+    vectors: QueryVectors | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -59,6 +111,13 @@ class CacheStats:
     hits_exact: int
     hits_semantic: int
     misses: int
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    entry: CacheEntry
+    gate_similarity: float | None
+    similarity: float
 
 
 def request_temperature(body: dict[str, Any]) -> float | None:
@@ -84,14 +143,26 @@ class SemanticCache:
         max_semantic_temperature: float = 1.0,
         top_k: int = 5,
         clock: Callable[[], float] = time.time,
+        gate: Gate | None = None,
+        gate_threshold: float | None = None,
+        max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+        transformer_candidates: int = DEFAULT_TRANSFORMER_CANDIDATES,
     ) -> None:
         if ttl_seconds <= 0:
             raise CacheConfigError(f"ttl_seconds must be positive, got {ttl_seconds}")
         if top_k < 1:
             raise CacheConfigError(f"top_k must be at least 1, got {top_k}")
+        if max_query_chars < 1:
+            raise CacheConfigError(f"max_query_chars must be at least 1, got {max_query_chars}")
+        from cache.gate import DEFAULT_GATE_THRESHOLD
+
         self._store = store
         self._embedder = embedder
         self._verifier = verifier
+        self._gate = gate
+        self.gate_threshold = DEFAULT_GATE_THRESHOLD if gate_threshold is None else float(gate_threshold)
+        self.max_query_chars = max_query_chars
+        self.transformer_candidates = max(1, transformer_candidates)
         self.ttl_seconds = float(ttl_seconds)
         self.max_semantic_temperature = float(max_semantic_temperature)
         self.top_k = top_k
@@ -110,12 +181,20 @@ class SemanticCache:
     async def close(self) -> None:
         await self._store.close()
 
+    def skip_reason(self, body: dict[str, Any], query: str | None, semantic: bool = True) -> str | None:
+        """Why the semantic tier may not be used (looked up or fed) for this request; None: it may."""
+        if not semantic or query is None or self._embedder is None:
+            return "disabled"
+        temperature = request_temperature(body)
+        if temperature is None or temperature > self.max_semantic_temperature:
+            return "temperature"
+        if len(query) > self.max_query_chars:
+            return "too_large"
+        return None
+
     def semantic_applicable(self, body: dict[str, Any], query: str | None, semantic: bool = True) -> bool:
         """Whether the semantic tier may be used (looked up or fed) for this request."""
-        if not semantic or query is None or self._embedder is None:
-            return False
-        temperature = request_temperature(body)
-        return temperature is not None and temperature <= self.max_semantic_temperature
+        return self.skip_reason(body, query, semantic) is None
 
     def floor(self, threshold: float | None) -> float:
         if threshold is not None:
@@ -124,19 +203,18 @@ class SemanticCache:
             return float(self._verifier.default_min_similarity)
         return DEFAULT_MIN_SIMILARITY
 
-    async def _embed(self, text: str) -> np.ndarray:
+    async def _embed(self, texts: Sequence[str]) -> np.ndarray:
         assert self._embedder is not None
         try:
-            vectors = await self._embedder.embed([text])
+            vectors = await self._embedder.embed(list(texts))
         except Exception as exc:  # noqa: BLE001 - any embedder failure is translated at the boundary
             raise EmbeddingUnavailableError(f"embedding failed: {exc}") from exc
-        return np.asarray(vectors, dtype=np.float32)[0]
+        return np.asarray(vectors, dtype=np.float32)
 
-    def _miss(
-        self, best: float | None = None, candidates: int = 0, reason: str | None = None
-    ) -> LookupResult:
+    def _miss(self, **details: Any) -> LookupResult:
         self._misses += 1
-        return LookupResult("miss", None, None, best, candidates, reason)
+        return LookupResult("miss", None, None, details.pop("best", None), details.pop("candidates", 0),
+                            details.pop("reason", None), **details)
 
     async def lookup(
         self,
@@ -153,38 +231,110 @@ class SemanticCache:
         if entry is not None and entry.scope_key == scope.key:
             await self._store.touch(entry.id, now)
             self._hits_exact += 1
-            return LookupResult("exact", entry, 1.0, 1.0, 0, None)
-        if not self.semantic_applicable(body, query, semantic):
-            return self._miss()
+            return LookupResult("exact", entry, 1.0, 1.0, 0, None, stage="exact")
+        skipped = self.skip_reason(body, query, semantic)
+        if skipped is not None:
+            return self._miss(skipped=skipped)
         assert query is not None
-        vector = await self._embed(query)
-        return await self._semantic_lookup(scope, query, vector, self.floor(threshold), now)
+        floor = self.floor(threshold)
+        if self._gate is None:
+            dense = (await self._embed([query]))[0]
+            vectors = QueryVectors(query, None, dense)
+            matches = await self._store.search(scope.key, dense, self.top_k, now)
+            found: list[tuple[str, float | None, float]] = [(m.id, None, m.similarity) for m in matches]
+            return await self._decide(scope, query, await self._fetch(found, now), vectors, floor, now)
+        gate_vector = self._gate.embed(query)
+        matches = await self._store.search(scope.key, gate_vector, self.top_k, now)
+        best_gate = matches[0].similarity if matches else None
+        passing = [m for m in matches if m.similarity >= self.gate_threshold][: self.transformer_candidates]
+        if not passing:
+            return self._miss(reason="below-gate" if matches else None, stage="gate", floor=floor,
+                              gate_similarity=best_gate,
+                              gate_threshold=self.gate_threshold, vectors=QueryVectors(query, gate_vector, None))
+        entries = await self._fetch([(m.id, m.similarity, 0.0) for m in passing], now)
+        dense, candidates = await self._rerank(query, entries)
+        vectors = QueryVectors(query, gate_vector, dense)
+        return await self._decide(scope, query, candidates, vectors, floor, now, best_gate)
 
-    async def _semantic_lookup(
-        self, scope: Scope, query: str, vector: np.ndarray, floor: float, now: float
+    async def _fetch(
+        self, found: list[tuple[str, float | None, float]], now: float
+    ) -> list[_Candidate]:
+        out: list[_Candidate] = []
+        for entry_id, gate_similarity, similarity in found:
+            entry = await self._store.get(entry_id, now)
+            if entry is not None and entry.query is not None:
+                out.append(_Candidate(entry, gate_similarity, similarity))
+        return out
+
+    async def _rerank(self, query: str, found: list[_Candidate]) -> tuple[np.ndarray, list[_Candidate]]:
+        """The query's transformer vector, and the candidates by transformer cosine, best first. Candidates
+        without a kept transformer vector are embedded in the same batch as the query, and the vector kept."""
+        missing = [c for c in found if c.entry.dense is None]
+        vectors = await self._embed([query] + [c.entry.query or "" for c in missing])
+        computed = {c.entry.id: vectors[i + 1] for i, c in enumerate(missing)}
+        for entry_id, vector in computed.items():
+            await self._store.keep_dense(entry_id, vector)
+        dense = vectors[0]
+        ranked = []
+        for c in found:
+            stored = c.entry.dense if c.entry.dense is not None else computed[c.entry.id]
+            ranked.append(_Candidate(c.entry, c.gate_similarity, float(stored @ dense)))
+        ranked.sort(key=lambda c: -c.similarity)
+        return dense, ranked
+
+    async def _decide(
+        self, scope: Scope, query: str, candidates: list[_Candidate], vectors: QueryVectors, floor: float,
+        now: float, best_gate: float | None = None,
     ) -> LookupResult:
-        matches = await self._store.search(scope.key, vector, self.top_k, now)
-        if not matches:
-            return self._miss()
-        best = matches[0].similarity
+        """Serve the first candidate at or above the floor that the verifier accepts."""
+        details: dict[str, Any] = {"stage": "transformer", "floor": floor, "gate_similarity": best_gate,
+                                   "gate_threshold": self.gate_threshold if self._gate else None,
+                                   "vectors": vectors}
+        if not candidates:
+            return self._miss(**details)
+        best = candidates[0].similarity
         rejected: str | None = None
-        for match in matches:
-            if match.similarity < floor:
+        for candidate in candidates:
+            if candidate.similarity < floor:
                 break
-            entry = await self._store.get(match.id, now)
-            if entry is None or entry.scope_key != scope.key or entry.query is None:
+            entry = candidate.entry
+            if entry.scope_key != scope.key:
                 continue
             if self._verifier is not None:
-                verdict = self._verifier.check(query, entry.query, match.similarity, min_similarity=floor)
+                assert entry.query is not None
+                verdict = await asyncio.to_thread(
+                    self._verifier.check, query, entry.query, candidate.similarity, min_similarity=floor
+                )
+                if rejected is None:
+                    details.update(verifier_score=verdict.score, verifier_reason=verdict.reason)
                 if not verdict.accept:
                     rejected = rejected or verdict.reason
                     continue
+                details.update(verifier_score=verdict.score, verifier_reason=verdict.reason)
             await self._store.touch(entry.id, now)
             self._hits_semantic += 1
-            return LookupResult("semantic", entry, match.similarity, best, len(matches), rejected)
+            return LookupResult("semantic", entry, candidate.similarity, best, len(candidates), rejected,
+                                **details)
         if rejected is None and best < floor:
             rejected = "below-floor"
-        return self._miss(best, len(matches), rejected)
+        return self._miss(best=best, candidates=len(candidates), reason=rejected, **details)
+
+    def _reusable(self, lookup: LookupResult | None, query: str) -> QueryVectors | None:
+        vectors = lookup.vectors if lookup is not None else None
+        return vectors if vectors is not None and vectors.query == query else None
+
+    async def _vectors_for_store(
+        self, query: str, lookup: LookupResult | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(searched vector, transformer vector or None) for a new entry, reusing the lookup's."""
+        known = self._reusable(lookup, query)
+        dense = known.dense if known is not None else None
+        if self._gate is None:
+            if dense is None:
+                dense = (await self._embed([query]))[0]
+            return dense, dense
+        gate = known.gate if known is not None and known.gate is not None else self._gate.embed(query)
+        return gate, dense
 
     async def store(
         self,
@@ -194,13 +344,17 @@ class SemanticCache:
         response: dict[str, Any],
         *,
         ttl_seconds: float | None = None,
+        lookup: LookupResult | None = None,
     ) -> CacheEntry:
-        """Cache ``response`` for this request (replacing any entry with the same exact key)."""
+        """Cache ``response`` for this request (replacing any entry with the same exact key). ``lookup``: this
+        request's lookup result, whose vectors are reused (nothing is embedded twice)."""
         ttl = self.ttl_seconds if ttl_seconds is None else float(ttl_seconds)
         if ttl <= 0:
             raise CacheConfigError(f"ttl_seconds must be positive, got {ttl}")
-        semantic = self.semantic_applicable(body, query)
-        vector = await self._embed(query) if semantic and query is not None else None
+        vector: np.ndarray | None = None
+        dense: np.ndarray | None = None
+        if query is not None and self.semantic_applicable(body, query):
+            vector, dense = await self._vectors_for_store(query, lookup)
         now = self._clock()
         entry = CacheEntry(
             id=exact_key(scope, body),
@@ -211,8 +365,9 @@ class SemanticCache:
             expires_at=now + ttl,
             namespace=scope.namespace,
             model=scope.model,
+            dense=dense,
         )
-        await self._store.put(entry, vector, now)
+        await self._store.put(entry, vector, now, dense=dense)
         return entry
 
     async def clear(self, *, namespace: str | None = None, model: str | None = None) -> int:

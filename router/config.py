@@ -47,6 +47,9 @@ class CacheSettings(_Section):
     embedding_model: str | None = None  # a sentence-transformers path; None: bundled all-MiniLM-L6-v2
     embedding_backend: Literal["auto", "torch", "onnx", "onnx-fp32", "onnx-int8"] = "auto"  # auto: ONNX int8
     embedding_threads: int | None = Field(None, ge=1)
+    gate: bool = True  # the semantic tier's cheap first stage (static embeddings); off: transformer only
+    gate_threshold: float | None = Field(None, ge=-1.0, le=1.0)  # None: the calibrated default (0.85)
+    max_query_chars: int = Field(4000, ge=1)  # longer last user messages skip the semantic tier
 
 
 class CompressionSettings(_Section):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.peers import markdown_table, pct, rps_at_p99_bound, summary
+from benchmarks.peers import Questions, markdown_table, spliced, surface_variants
+from benchmarks.peers_client import pct, summary
 from benchmarks.procs import cpu_seconds, memory_kib, pinned_version, process_tree
 from benchmarks.soak import rss_growth, slope_per_minute, summarise_log, window_mean
 
@@ -22,15 +23,6 @@ def test_percentiles_are_nearest_rank_in_milliseconds() -> None:
     assert summary([]) is None
 
 
-def test_rps_at_p99_bound_picks_the_fastest_level_within_the_bound() -> None:
-    points = {"c1": {"rps": 100.0, "latency": {"p99_ms": 5.0}},
-              "c8": {"rps": 400.0, "latency": {"p99_ms": 49.0}},
-              "c32": {"rps": 600.0, "latency": {"p99_ms": 120.0}},
-              "c128": {"rps": 650.0, "latency": None}}
-    assert rps_at_p99_bound(points) == {"rps": 400.0, "concurrency": 8, "p99_ms": 49.0}
-    assert rps_at_p99_bound(points, bound_ms=1.0) is None
-
-
 def _cell(p50: float, rps: float, stream: bool) -> dict[str, object]:
     cell: dict[str, object] = {"latency": {"p50_ms": p50, "p99_ms": 2 * p50}, "rps": rps, "cpu_ms_per_request": 1.5,
                                "added_latency": {"p50_ms": p50 - 1, "p99_ms": 2 * p50 - 2}}
@@ -39,28 +31,38 @@ def _cell(p50: float, rps: float, stream: bool) -> dict[str, object]:
     return cell
 
 
-def test_markdown_table_renders_every_point_and_the_summary() -> None:
-    load = {mode: {"c1": {"direct": _cell(1.0, 900.0, False), "deja": _cell(5.0, 200.0, mode == "stream"),
-                          "litellm_proxy": _cell(9.0, 100.0, mode == "stream")}}
-            for mode in ("nonstream", "stream")}
+def _phase(deja_p50: float) -> dict[str, object]:
+    names = ("direct", "deja", "litellm_proxy", "portkey")
+    misses = {key: {n: _cell(deja_p50 if n == "deja" else 3.0, 500.0, key.startswith("stream")) for n in names
+                    if not (key.startswith("stream") and n == "portkey")}
+              for key in ("nonstream_c1", "nonstream_c32", "stream_c1")}
     hit = {"latency": {"p50_ms": 1.0, "p99_ms": 2.0}, "hits_per_s": 900.0}
-    result = {"load": load,
-              "rps_at_p99_50ms": {m: {"direct": {"rps": 900.0, "concurrency": 1, "p99_ms": 2.0},
-                                      "deja": {"rps": 200.0, "concurrency": 1, "p99_ms": 10.0},
-                                      "litellm_proxy": None} for m in load},
-              "peak_rss_mib": {"deja": 250.0, "litellm_proxy": 330.0, "direct": 50.0},
-              "cache_hits": {"exact": {"c1": {"deja": hit, "litellm_proxy": hit}},
-                             "semantic": {"c1": {"deja": hit}, "c32": None}}}
-    table = markdown_table(result)
-    lines = table.splitlines()
-    assert lines[0].startswith("| mode | concurrency |")
-    assert "| non-streaming | 1 | +4.0 / +8.0 | +8.0 / +16.0 | – | – | 900 | 200 | 100 | 1.50 | 1.50 |" in lines
-    streaming = ("| streaming | 1 | +4.0 / +8.0 | +8.0 / +16.0 | +0.5 / +1.0 | +0.5 / +1.0 | 900 | 200 | 100 | "
-                 "1.50 | 1.50 |")
-    assert streaming in lines
-    assert "| req/s at p99 ≤ 50 ms, non-streaming | 200 (c1) | none ≤ 50 ms | 900 (c1) |" in lines
-    assert any(line.startswith("| exact hit p50 / p99, hits/s, concurrency 1 | 1.0 / 2.0 ms, 900/s") for line in lines)
-    assert any(line.startswith("| semantic hit p50 / p99, hits/s, concurrency 32 | – |") for line in lines)
+    return {"misses": misses, "exact_hits": {"c1": hit, "c32": hit}, "semantic_hits": {"c1": hit, "c32": None},
+            "rss_mib": {n: 100.0 for n in names}}
+
+
+def test_markdown_table_puts_both_phases_and_every_peer_side_by_side() -> None:
+    lines = markdown_table({"empty": _phase(2.0), "full": _phase(4.0)}).splitlines()
+    assert lines[0] == ("| | deja (empty) | litellm_proxy (empty) | portkey (empty) | deja (full) | "
+                        "litellm_proxy (full) | portkey (full) |")
+    assert "| miss, c=1: added p50 (ms) | 1.0 | 2.0 | 2.0 | 3.0 | 2.0 | 2.0 |" in lines
+    assert "| stream miss, c=1: added TTFC p50 (ms) | 0.5 | 0.5 | – | 0.5 | 0.5 | – |" in lines
+    assert "| exact hits, c=1: p50 / rate | 1.0 ms / 900 per s | n/a | n/a | 1.0 ms / 900 per s | n/a | n/a |" in lines
+    assert "| semantic hits, c=32: p50 / rate | – | n/a | n/a | – | n/a | n/a |" in lines
+
+
+def test_questions_are_handed_out_once() -> None:
+    questions = Questions(["a", "b", "c"])
+    assert questions.take(2) == ["a", "b"] and questions.rest() == ["c"]
+    with pytest.raises(RuntimeError):
+        questions.take(2)
+
+
+def test_spliced_questions_are_unique_and_surface_variants_differ() -> None:
+    texts = spliced(["How do I learn Python fast?", "What is the capital of France today?"], 20)
+    assert len(set(texts)) == 20
+    variants = surface_variants("How do I learn Python?")
+    assert "How do I learn Python?" not in variants and len(set(variants)) == len(variants) == 4
 
 
 def test_rss_growth_compares_the_window_after_warm_up_with_the_last_window() -> None:

@@ -69,3 +69,66 @@ def test_dimension_mismatch_is_a_config_error() -> None:
     index = VectorIndex(dim=3)
     with pytest.raises(CacheConfigError):
         index.add("s", "a", unit(1, 0), expires_at=10)
+
+
+def _rows(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_large_scope_moves_to_hnsw_and_still_finds_neighbours() -> None:
+    rows = _rows(300)
+    index = VectorIndex(ann_min_rows=64)
+    for i, row in enumerate(rows):
+        index.add("big", f"id{i}", row, expires_at=100)
+    index.add("small", "lonely", rows[0], expires_at=100)
+    assert type(index._scopes["big"]).__name__ == "AnnScope"
+    assert type(index._scopes["small"]).__name__ == "_ScopeMatrix"
+    found = 0
+    for i in range(0, 300, 10):
+        best = index.search("big", rows[i] + 0.01 * rows[(i + 1) % 300], k=3, now=0)
+        assert len(best) == 3 and best[0].similarity >= best[1].similarity >= best[2].similarity
+        found += best[0].id == f"id{i}"
+    assert found >= 27  # approximate search: nearly always the true neighbour
+    assert [m.id for m in index.search("small", rows[0], k=3, now=0)] == ["lonely"]
+
+
+def test_hnsw_scope_remove_replace_move_and_expire() -> None:
+    rows = _rows(100, seed=1)
+    index = VectorIndex(ann_min_rows=16)
+    for i, row in enumerate(rows):
+        index.add("s", f"id{i}", row, expires_at=50 if i < 10 else 100)
+    assert index.remove("id20") and not index.remove("id20")
+    assert all(m.id != "id20" for m in index.search("s", rows[20], k=5, now=0))
+    index.add("s", "id21", rows[22], expires_at=100)  # replaced: now sits where id22 is
+    assert {m.id for m in index.search("s", rows[22], k=2, now=0)} == {"id21", "id22"}
+    index.add("other", "id30", rows[30], expires_at=100)  # moved to another scope
+    assert all(m.id != "id30" for m in index.search("s", rows[30], k=5, now=0))
+    assert index.search("other", rows[30], k=1, now=0)[0].id == "id30"
+    gone = index.purge_expired("s", now=60)
+    assert sorted(gone) == sorted(f"id{i}" for i in range(10))
+    assert all(m.id not in gone for m in index.search("s", rows[3], k=10, now=60))
+    assert len(index) == 100 - 1 - 10
+
+
+def test_hnsw_scope_keeps_working_under_churn() -> None:
+    rows = _rows(400, seed=2)
+    index = VectorIndex(ann_min_rows=32)
+    for i in range(400):  # a window of 64 live rows slides over 400 ids
+        index.add("s", f"id{i}", rows[i], expires_at=100)
+        if i >= 64:
+            index.remove(f"id{i - 64}")
+    assert len(index) == 64
+    assert index.search("s", rows[399], k=1, now=0)[0].id == "id399"
+    assert index.search("s", rows[10], k=1, now=0)[0].id != "id10"
+
+
+def test_hnsw_similarities_are_close_to_exact_in_f16() -> None:
+    rows = _rows(200, dim=64, seed=3)
+    index = VectorIndex(ann_min_rows=16, ann_dtype="f16")
+    for i, row in enumerate(rows):
+        index.add("s", f"id{i}", row, expires_at=100)
+    query = normalize(rows[5] + 0.3 * rows[6])
+    for match in index.search("s", query, k=5, now=0):
+        exact = float(rows[int(match.id[2:])] @ query)
+        assert match.similarity == pytest.approx(exact, abs=2e-3)

@@ -133,6 +133,14 @@ async def test_similar_texts_are_closer_than_unrelated(int8: OnnxEmbedder) -> No
     assert float(a @ b) > float(a @ c) + 0.3
 
 
+async def test_int8_vector_does_not_depend_on_its_batch_companions(int8: OnnxEmbedder) -> None:
+    text = "How do I learn Python?"
+    alone = int8._runner.encode([text])[0]
+    for companion in ("How can I learn Python?", "What is it?", "Where is the Eiffel tower?"):
+        batched = int8._runner.encode([text, companion])[0]
+        np.testing.assert_array_equal(batched, alone)
+
+
 @pytest.mark.slow
 async def test_concurrent_calls_are_micro_batched_and_padding_does_not_change_vectors(
     onnx_files: dict[str, Path],

@@ -335,3 +335,16 @@ async def test_semantic_hit_on_paraphrase_with_real_model(real_embedder: Any, re
     miss = await get(cache, "How do I sort a dictionary by value in Python?")
     assert miss.kind == "miss" and miss.best_similarity is not None
     assert miss.best_similarity < 1.0
+
+
+async def test_memory_store_keeps_a_dense_vector_only_for_live_entries() -> None:
+    from cache.store import CacheEntry
+
+    store = MemoryStore()
+    entry = CacheEntry("a", "s", "q", {}, 0.0, 100.0, "ns", "m")
+    await store.put(entry, np.ones(4, dtype=np.float32), 1.0)
+    await store.keep_dense("a", np.full(3, 0.5, dtype=np.float32))
+    await store.keep_dense("missing", np.ones(3, dtype=np.float32))
+    kept = await store.get("a", 1.0)
+    assert kept is not None and kept.dense is not None and kept.dense.tolist() == [0.5, 0.5, 0.5]
+    assert await store.get("missing", 1.0) is None

