@@ -43,6 +43,7 @@ import numpy as np
 from cache.errors import CacheConfigError, EmbeddingUnavailableError
 from cache.scope import Scope, exact_key
 from cache.store import CacheEntry, CacheStore
+from cache.verify import same_question
 
 if TYPE_CHECKING:
     from cache.embedder import Embedder
@@ -295,9 +296,9 @@ class SemanticCache:
         best = candidates[0].similarity
         rejected: str | None = None
         for candidate in candidates:
-            if candidate.similarity < floor:
-                break
             entry = candidate.entry
+            if candidate.similarity < floor and not (entry.query and same_question(query, entry.query)):
+                break
             if entry.scope_key != scope.key:
                 continue
             if self._verifier is not None:

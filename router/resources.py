@@ -135,7 +135,6 @@ def _needs_embedder(app: web.Application) -> bool:
 
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
-    from cache import MemoryStore, RedisStore, SemanticCache
     from cache.embedder import create_embedder
 
     deja = app[SETTINGS].deja
@@ -149,22 +148,17 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     app[EMBEDDER] = embedder
     cache = None
     if deja.cache.enabled:
-        backend, redis = deja.cache.backend, app[REDIS]
-        if backend == "redis" or (backend == "auto" and redis is not None):
-            if redis is None:
-                raise ConfigError("deja.cache.backend: redis needs deja.redis_url")
-            store: Any = RedisStore(redis, prefix=key_space(deja.redis_prefix, CACHE_SPACE),
-                                    capacity=deja.cache.capacity)
-        else:
-            store = MemoryStore(capacity=deja.cache.capacity)
-        verifier = None
-        if deja.cache.semantic:
-            from cache.verify import Verifier
+        from cache import build_cache
 
-            verifier = Verifier.load_default()
-        cache = SemanticCache(store, embedder if deja.cache.semantic else None, verifier,
-                              ttl_seconds=deja.cache.ttl_seconds,
-                              max_semantic_temperature=deja.cache.max_semantic_temperature)
+        backend, redis = deja.cache.backend, app[REDIS]
+        use_redis = backend == "redis" or (backend == "auto" and redis is not None)
+        if use_redis and redis is None:
+            raise ConfigError("deja.cache.backend: redis needs deja.redis_url")
+        cache = await build_cache(
+            embedder=embedder, semantic=deja.cache.semantic, redis=redis if use_redis else None,
+            redis_prefix=key_space(deja.redis_prefix, CACHE_SPACE), capacity=deja.cache.capacity,
+            ttl_seconds=deja.cache.ttl_seconds, max_semantic_temperature=deja.cache.max_semantic_temperature,
+            gate=deja.cache.gate, gate_threshold=deja.cache.gate_threshold, max_query_chars=deja.cache.max_query_chars)
         await cache.start()
     app[CACHE] = cache
     try:

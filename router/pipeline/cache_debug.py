@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 DEBUG_HEADER = "X-Deja-Cache-Debug"
 NO_CANDIDATE, NOT_SEMANTIC, BELOW_FLOOR, MAX_AGE = "no-candidate", "not-semantic", "below-floor", "max-age"
 #: The label values of ``deja_cache_rejections_total``; any other reason is counted as "other".
-REJECTION_REASONS = frozenset({BELOW_FLOOR, NO_CANDIDATE, "classifier", "number-mismatch", "name-mismatch",
-                               "negation-mismatch"})
+REJECTION_REASONS = frozenset({BELOW_FLOOR, NO_CANDIDATE, "below-gate", "classifier", "number-mismatch",
+                               "name-mismatch", "negation-mismatch", "too-long"})
+TOO_LARGE = "too-large"  # the query is over cache.max_query_chars: the semantic tier was skipped
 
 
 def _field(result: LookupResult, *names: str) -> Any:
@@ -53,7 +54,7 @@ class Explanation:
     @property
     def rejected(self) -> bool:
         """A semantic lookup that served nothing."""
-        return self.decision == "miss" and self.reason not in (NOT_SEMANTIC, MAX_AGE)
+        return self.decision == "miss" and self.reason not in (NOT_SEMANTIC, MAX_AGE, TOO_LARGE)
 
     def header(self) -> str:
         parts = [f"decision={self.decision}", f"reason={self.reason}"]
@@ -75,13 +76,19 @@ def explain(result: LookupResult, *, floor: float, semantic: bool) -> Explanatio
     if result.kind == "semantic":
         reason = _field(result, "verifier_reason") or "accepted"
         return Explanation("hit-semantic", str(reason), result.similarity, floor, score, result.candidates, stage)
+    if _field(result, "skipped") == "too_large":
+        return Explanation("miss", TOO_LARGE, None, None)
     if not semantic:
         return Explanation("miss", NOT_SEMANTIC, None, None)
     reason = _field(result, "verifier_reason", "rejected_reason")
     if reason is None:
         below = result.best_similarity is not None and result.best_similarity < floor
         reason = BELOW_FLOOR if below else NO_CANDIDATE
-    return Explanation("miss", str(reason), result.best_similarity, floor, score, result.candidates, stage)
+    similarity = result.best_similarity
+    if similarity is None and reason == "below-gate":  # the gate's (static) cosine and threshold decided
+        similarity = _field(result, "gate_similarity")
+        floor = float(_field(result, "gate_threshold") or floor)
+    return Explanation("miss", str(reason), similarity, floor, score, result.candidates, stage)
 
 
 def too_old(result: LookupResult) -> Explanation:

@@ -44,6 +44,8 @@ async def look_up(ctx: Context, call: Call, body: dict[str, Any], controls: Cach
         metrics.cache_rejections.labels(reason=metric_reason(explanation.reason)).inc()
     if result.rejected_reason == TOO_LONG:
         metrics.skipped.labels(step="verifier", reason=TOO_LONG).inc()
+    if getattr(result, "skipped", None) == "too_large":
+        metrics.skipped.labels(step="semantic", reason="too-large").inc()
     return Lookup(result.kind, result=result, scope=scope, query=query, store_ttl=controls.ttl,
                   explanation=explanation)
 
@@ -53,9 +55,12 @@ TOO_LONG = "too-long"  # cache.verify: a text over MAX_VERIFY_CHARS is not verif
 
 def skipped_headers(lookup: Lookup) -> dict[str, str]:
     """``X-Deja-Skipped: verifier:too-long`` when the semantic candidate was not checked: the prompt was too
-    long for the verifier (so the answer is a miss, never an unverified hit)."""
+    long for the verifier (so the answer is a miss, never an unverified hit); ``semantic:too-large`` when the last
+    user message is over ``cache.max_query_chars`` and the semantic tier was not tried at all."""
     if lookup.result is not None and lookup.result.rejected_reason == TOO_LONG:
         return {"X-Deja-Skipped": f"verifier:{TOO_LONG}"}
+    if lookup.result is not None and getattr(lookup.result, "skipped", None) == "too_large":
+        return {"X-Deja-Skipped": "semantic:too-large"}
     return {}
 
 
@@ -67,7 +72,8 @@ def store(ctx: Context, lookup: Lookup, body: dict[str, Any], response: dict[str
 
     async def run() -> None:
         try:
-            await cache.store(scope, body, lookup.query, response, ttl_seconds=lookup.store_ttl)
+            await cache.store(scope, body, lookup.query, response, ttl_seconds=lookup.store_ttl,
+                              lookup=lookup.result)
         except CacheUnavailableError:
             ctx.metrics.cache_errors.inc()
 

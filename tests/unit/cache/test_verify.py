@@ -270,3 +270,20 @@ def test_fit_trees_learns_a_threshold_and_the_lower_bound_is_conservative() -> N
     assert precision_lower_bound(95, 100, 0.0) == pytest.approx(0.95)
     assert precision_lower_bound(95, 100, 1.645) < 0.95 < precision_lower_bound(950, 1000, 1.645) + 0.02
     assert precision_lower_bound(0, 0, 1.645) == 1.0
+
+
+def test_same_question_ignores_case_spacing_and_outer_punctuation_only() -> None:
+    from cache.verify import same_question
+
+    assert same_question("What is the boiling point of water?", "what is the  boiling point of water")
+    assert same_question("Hello, world!", "hello world")
+    assert not same_question("Is it 3.5?", "Is it 35?")  # punctuation inside a word is kept
+    assert not same_question("don't stop", "dont stop")
+    assert not same_question("?", "!")  # no words at all: nothing to call the same
+    assert not same_question("What is water?", "What is the water?")
+
+
+def test_an_identical_question_is_accepted_below_the_floor(verifier: Verifier) -> None:
+    verdict = verifier.check("What is the boiling point of water?", "what is the boiling point of water", 0.949)
+    assert (verdict.accept, verdict.reason) == (True, "identical")
+    assert verifier.check("What is the boiling point?", "What is the melting point?", 0.949).reason == "below-floor"
