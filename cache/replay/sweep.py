@@ -21,6 +21,7 @@ import numpy as np
 from cache.replay.engine import Judgement, Prepared, Verdicts
 from cache.replay.pricing import Costs
 from cache.replay.records import Judge
+from cache.verify import same_question
 
 MISS, EXACT, SEMANTIC = 0, 1, 2
 #: Miss reasons besides the verifier's: no stored entry of the scope to compare, the best one below the
@@ -89,12 +90,12 @@ def simulate(prepared: Prepared, setting: Setting, verdicts: Verdicts | None, *,
             if compared == 0:
                 similarity[i] = cosine  # the best candidate compared, as LookupResult.best_similarity
             compared += 1
-            if compared > top_k or cosine < floor:
+            if compared > top_k or (cosine < floor and not _same(prepared, item, candidate)):
                 break
             if check is not None:
                 judgement = check(item, candidate, cosine)
-                if not accepts(judgement, cutoff):
-                    rejected = rejected or judgement.reason
+                if not accepts(judgement, cutoff):  # refused by another cutoff: the classifier refused it
+                    rejected = rejected or ("classifier" if judgement.reason == "ok" else judgement.reason)
                     continue
                 score[i] = judgement.score
             kind[i], served[i], similarity[i] = SEMANTIC, candidate, cosine
@@ -104,6 +105,12 @@ def simulate(prepared: Prepared, setting: Setting, verdicts: Verdicts | None, *,
             stored[item] = now
     return Run(setting, np.array(kind, np.int8), np.array(served, np.int64), np.array(similarity),
                np.array(score), reason)
+
+
+def _same(prepared: Prepared, item: int, candidate: int) -> bool:
+    """The same question retyped (case, spacing, punctuation around words): served below the floor, as live."""
+    a, b = prepared.items.query[item], prepared.items.query[candidate]
+    return a is not None and b is not None and same_question(a, b)
 
 
 @dataclass(frozen=True)

@@ -153,8 +153,11 @@ async def test_compose_configuration_starts_and_answers(
                 "model": "sim", "messages": [{"role": "user", "content": "hi"}]},
                 headers={"Authorization": f"Bearer {COMPOSE_MASTER_KEY}"}) as sim:
             assert sim.status == 200, await sim.text()
+        await server.settled()
+        again = await chat(session, server.url, "Hello from compose!", key=COMPOSE_MASTER_KEY)  # past the gate
+        assert again.status == 200
         scraped = await scrape(session, server.url)  # Prometheus scrapes without a key in compose
-        assert scraped.value("deja_requests_total", model=MODEL, status="200") == 1
+        assert scraped.value("deja_requests_total", model=MODEL, status="200") == 2
         assert scraped.value("deja_embedding_batch_size_count") >= 1  # the bundled model embedded the query
     finally:
         await server.close()

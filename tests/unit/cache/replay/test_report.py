@@ -49,9 +49,9 @@ class _Cells(HTMLParser):
 
 
 async def _report(labels: bool = True) -> dict[str, Any]:
-    table = {"Is it <b>?": at_cosine(1.0), "is it <b>": at_cosine(0.96), "far": [0.0, 0.0, 1.0]}
+    table = {"Is it <b>?": at_cosine(1.0), "is it a <b>": at_cosine(0.96), "far": [0.0, 0.0, 1.0]}
     requests = [ask("Is it <b>?", 0, label="1" if labels else None, latency_ms=1000.0),
-                ask("is it <b>", 1, label="1" if labels else None, latency_ms=2000.0),
+                ask("is it a <b>", 1, label="1" if labels else None, latency_ms=2000.0),
                 ask("far", 2), ask("far", 3, latency_ms=500.0)]
     return await run_replay(requests, TableEmbedder(table), Verifier.load_default(), judge=Judge(),
                             options=ReplayOptions(thresholds=(0.9, 0.95, 0.99), source={"name": "t.jsonl"}))

@@ -136,7 +136,7 @@ async def test_lossless_pass_makes_spacing_variants_exact_as_live() -> None:
 
 
 async def test_other_classifier_cutoffs_move_only_classifier_decisions() -> None:
-    stored, retyped = "What is the boiling point of water?", "what is the boiling point of water"
+    stored, retyped = "What is the boiling point of water?", "what's the boiling point of water"
     gate_a, gate_b = "What is the GATE 2017 cutoff?", "What is the GATE 2018 cutoff?"
     table = {stored: at_cosine(1.0), retyped: at_cosine(0.9492), gate_a: [0.0, 0.0, 1.0], gate_b: [0.0, 0.1, 0.99]}
     prep = await _prepare([ask(stored, 0), ask(retyped, 1), ask(gate_a, 2), ask(gate_b, 3)], table)
