@@ -12,7 +12,7 @@ from providers.errors import ProviderError
 from providers.interface import DeploymentInventory
 from router.appkeys import AUTH, CONTEXT, PROVIDER, REDIS_PING, STORAGE
 from router.http import errors as err
-from router.http.middleware import OUTCOME, json_response
+from router.http.middleware import json_response
 from router.http.parsing import EmbeddingRequest, read_json, validate, without_nulls
 
 _CREATED = int(time.time())
@@ -21,9 +21,8 @@ _CREATED = int(time.time())
 async def embeddings(request: web.Request) -> web.Response:
     """``POST /v1/embeddings``: accept → admit → the provider → account, as the chat flow does."""
     from router.http.attribution import without_tags
-    from router.pipeline.accounting import admit, finish, spend_headers
+    from router.pipeline.accounting import accounted, admit, spend_headers
     from router.pipeline.chat import accept
-    from router.pipeline.steps import Meter, Outcome
 
     ctx = request.app[CONTEXT]
     body = without_nulls(await read_json(request, ctx.settings.max_body_bytes))
@@ -33,11 +32,10 @@ async def embeddings(request: web.Request) -> web.Response:
         raise err.BadRequestError(f"model {call.model} does not support embeddings", param="model",
                                   code="model_not_supported")
     body = without_tags(body)
-    meter = Meter(call.started)
-    admission = error = None
-    try:
+    with accounted(ctx, request, call) as trail:
+        meter = trail.meter
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        admission = await admit(ctx, call, sum(len(str(item)) // 3 + 1 for item in inputs))
+        trail.admission = admission = await admit(ctx, call, sum(len(str(item)) // 3 + 1 for item in inputs))
         meter.upstream_begins()
         try:
             data, meter.served = await ctx.provider.embed(body, call.upstream_headers)
@@ -50,15 +48,6 @@ async def embeddings(request: web.Request) -> web.Response:
         meter.cost_usd = meter.served.cost_usd
         return json_response(data, headers={"X-Deja-Request-Id": call.request_id, "X-Request-Id": call.request_id,
                                             **admission.headers, **await spend_headers(ctx, call, meter.cost_usd)})
-    except BaseException as exc:
-        error = err.to_openai_error(exc)
-        if isinstance(exc, Exception) and error is not exc:
-            raise error from exc
-        raise
-    finally:
-        outcome = Outcome.build(call, admission=admission, delivery=meter.delivery(), error=error)
-        request[OUTCOME] = outcome
-        finish(ctx, outcome)
 
 
 def _model_card(name: str) -> dict[str, Any]:

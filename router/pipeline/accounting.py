@@ -9,12 +9,17 @@ settlement. The access-log line and ``deja_requests_total`` are written by the H
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
+from aiohttp import web
 
+from router.http.errors import to_openai_error
+from router.http.middleware import OUTCOME
 from router.pipeline.context import Context
-from router.pipeline.steps import Admission, Call, Outcome
+from router.pipeline.steps import Admission, Call, Compressed, Delivery, Lookup, Meter, Outcome
 from router.storage import UsageRecord
 
 log = logging.getLogger("deja.access")
@@ -142,3 +147,36 @@ def access_fields(o: Outcome, log_prompts: bool) -> dict[str, Any]:
             "cache": o.cache, "stream": call.stream, "prompt_tokens": o.prompt_tokens_sent,
             "completion_tokens": o.completion_tokens, "error_type": o.error_type,
             **({"prompt": call.request_body} if log_prompts and call.request_body else {})}
+
+
+class Trail:
+    """The values a request's steps have returned so far. Only the flow function assigns them, each once, as the
+    step returns; ``accounted`` builds the ``Outcome`` from them when the request ends, however it ends."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.compressed: Compressed | None = None
+        self.admission: Admission | None = None
+        self.lookup: Lookup | None = None
+        self.delivery: Delivery | None = None  # a hit's; a call upstream is read from ``meter``
+        self.meter = Meter(call.started)
+
+
+@contextmanager
+def accounted(ctx: Context, request: web.Request, call: Call) -> Iterator[Trail]:
+    """Run a request's steps: any exception leaves as the one ``DejaError`` of ``to_openai_error`` (so the answer,
+    the usage row, the metric and the log share its status), and the request is accounted exactly once."""
+    trail, error = Trail(call), None
+    try:
+        yield trail
+    except BaseException as exc:
+        error = to_openai_error(exc)
+        if isinstance(exc, Exception) and error is not exc:
+            raise error from exc
+        raise
+    finally:
+        delivery = trail.delivery if trail.delivery is not None else trail.meter.delivery()
+        outcome = Outcome.build(call, compressed=trail.compressed, admission=trail.admission, lookup=trail.lookup,
+                                delivery=delivery, error=error)
+        request[OUTCOME] = outcome
+        finish(ctx, outcome)

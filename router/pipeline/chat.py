@@ -18,17 +18,17 @@ from providers.interface import Served
 from router.appkeys import CONTEXT
 from router.http import errors as err
 from router.http.attribution import attribution, without_tags
-from router.http.middleware import MODEL_LABEL, OUTCOME, REQUEST_ID, json_response
+from router.http.middleware import MODEL_LABEL, REQUEST_ID, json_response
 from router.http.parsing import ChatRequest, read_json, validate, without_nulls
 from router.http.sse import SSEWriter, StreamAccumulator, fresh_identity, replay_chunks
 from router.http.tracing import trace_context
 from router.pipeline import cache_step
-from router.pipeline.accounting import admit, finish, spend_headers
+from router.pipeline.accounting import accounted, admit, spend_headers
 from router.pipeline.body_cache import with_body_cache
 from router.pipeline.cache_controls import cache_headers, parse_cache_controls
 from router.pipeline.cache_debug import debug_headers
 from router.pipeline.context import Context
-from router.pipeline.steps import Admission, Call, Compressed, Delivery, Lookup, Meter, Outcome
+from router.pipeline.steps import Admission, Call, Compressed, Delivery, Lookup, Meter
 
 _COMPLETE = ("stop", "length", "tool_calls")
 
@@ -40,37 +40,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     call = await accept(ctx, request, body, route="chat", request_body=body.get("messages"))
     controls = with_body_cache(parse_cache_controls(request.headers), body)
     body = without_tags(body)  # the tags are deja's, not the model's
-    compressed: Compressed | None = None
-    admission: Admission | None = None
-    lookup: Lookup | None = None
-    delivery: Delivery | None = None
-    error: err.DejaError | None = None
-    meter = Meter(call.started)
-    try:
-        compressed = await compress_step(ctx, request, call, body)
-        admission = await admit(ctx, call, completion_budget(ctx, compressed))
-        lookup = await cache_step.look_up(ctx, call, compressed.body, controls)
+    with accounted(ctx, request, call) as trail:
+        trail.compressed = compressed = await compress_step(ctx, request, call, body)
+        trail.admission = admission = await admit(ctx, call, completion_budget(ctx, compressed))
+        trail.lookup = lookup = await cache_step.look_up(ctx, call, compressed.body, controls)
         headers = answer_headers(call, compressed, admission) | debug_headers(request.headers, call.principal, lookup)
         if lookup.hit:
-            response, delivery = await serve_hit(ctx, request, call, compressed, lookup, headers)
+            response, trail.delivery = await serve_hit(ctx, request, call, compressed, lookup, headers)
             return response
         headers["X-Deja-Cache"] = "bypass" if lookup.label in ("bypass", "off") else "miss"
         headers.update(cache_step.skipped_headers(lookup))
         if call.stream:
-            return await stream_miss(ctx, request, call, compressed, lookup, headers, meter)
-        return await json_miss(ctx, call, compressed, lookup, headers, meter)
-    except BaseException as exc:
-        error = err.to_openai_error(exc)
-        if isinstance(exc, Exception) and error is not exc:
-            raise error from exc
-        raise
-    finally:
-        if delivery is None and lookup is not None and not lookup.hit:
-            delivery = meter.delivery()
-        outcome = Outcome.build(call, compressed=compressed, admission=admission, lookup=lookup, delivery=delivery,
-                                error=error)
-        request[OUTCOME] = outcome
-        finish(ctx, outcome)
+            return await stream_miss(ctx, request, call, compressed, lookup, headers, trail.meter)
+        return await json_miss(ctx, call, compressed, lookup, headers, trail.meter)
 
 
 async def accept(ctx: Context, request: web.Request, body: dict[str, Any], *, route: str,

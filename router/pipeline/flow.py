@@ -21,17 +21,17 @@ from providers.interface import Served
 from router.appkeys import CONTEXT
 from router.http import errors as err
 from router.http.attribution import without_tags
-from router.http.middleware import OUTCOME, json_response
+from router.http.middleware import json_response
 from router.http.parsing import read_json, validate
 from router.http.sse import SSEWriter
 from router.pipeline import cache_step
-from router.pipeline.accounting import admit, finish, spend_headers
+from router.pipeline.accounting import accounted, admit, spend_headers
 from router.pipeline.body_cache import with_body_cache
 from router.pipeline.cache_controls import cache_headers, parse_cache_controls
 from router.pipeline.cache_debug import debug_headers
 from router.pipeline.chat import accept, answer_headers
 from router.pipeline.context import Context
-from router.pipeline.steps import Admission, Call, Compressed, Delivery, Lookup, Meter, Outcome
+from router.pipeline.steps import Call, Compressed, Delivery, Lookup, Meter
 
 
 class Fold(Protocol):
@@ -81,36 +81,18 @@ async def handle(request: web.Request, api: Api) -> web.StreamResponse:
     call = await accept(ctx, request, body, route=api.route, request_body=api.request_body(body))
     controls = with_body_cache(parse_cache_controls(request.headers), body)
     body = without_tags(body)  # the tags are deja's, not the model's
-    compressed: Compressed | None = None
-    admission: Admission | None = None
-    lookup: Lookup | None = None
-    delivery: Delivery | None = None
-    error: err.DejaError | None = None
-    meter = Meter(call.started)
-    try:
-        compressed = await api.prepare(ctx, request, call, body)
-        admission = await admit(ctx, call, compressed.tokens_sent + api.budget(ctx, compressed))
-        lookup = await cache_step.look_up(ctx, call, api.cache_body(compressed.body), controls)
+    with accounted(ctx, request, call) as trail:
+        trail.compressed = compressed = await api.prepare(ctx, request, call, body)
+        trail.admission = admission = await admit(ctx, call, compressed.tokens_sent + api.budget(ctx, compressed))
+        trail.lookup = lookup = await cache_step.look_up(ctx, call, api.cache_body(compressed.body), controls)
         headers = answer_headers(call, compressed, admission) | debug_headers(request.headers, call.principal, lookup)
         if lookup.hit:
-            response, delivery = await _serve_hit(ctx, request, api, call, compressed, lookup, headers)
+            response, trail.delivery = await _serve_hit(ctx, request, api, call, compressed, lookup, headers)
             return response
         headers["X-Deja-Cache"] = "bypass" if lookup.label in ("bypass", "off") else "miss"
         if call.stream:
-            return await _stream_miss(ctx, request, api, call, compressed, lookup, headers, meter)
-        return await _json_miss(ctx, api, call, compressed, lookup, headers, meter)
-    except BaseException as exc:
-        error = err.to_openai_error(exc)
-        if isinstance(exc, Exception) and error is not exc:
-            raise error from exc
-        raise
-    finally:
-        if delivery is None and lookup is not None and not lookup.hit:
-            delivery = meter.delivery()
-        outcome = Outcome.build(call, compressed=compressed, admission=admission, lookup=lookup, delivery=delivery,
-                                error=error)
-        request[OUTCOME] = outcome
-        finish(ctx, outcome)
+            return await _stream_miss(ctx, request, api, call, compressed, lookup, headers, trail.meter)
+        return await _json_miss(ctx, api, call, compressed, lookup, headers, trail.meter)
 
 
 async def _serve_hit(ctx: Context, request: web.Request, api: Api, call: Call, compressed: Compressed,
