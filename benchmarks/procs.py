@@ -95,7 +95,8 @@ def start_deja(workdir: Path, upstream_port: int, deja: dict[str, Any],
         "deja": {"database_url": f"sqlite:///{workdir}/deja.db", "log_level": "warning", **deja}}
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([sys.executable, "-m", "router.cli.main", "serve", "--config", str(path), "--port",
+    cli = "router.cli" if (root / "router" / "cli.py").exists() else "router.cli.main"  # a tree before the move
+    proc = subprocess.Popen([sys.executable, "-m", cli, "serve", "--config", str(path), "--port",
                              str(port)], env=_env(root), cwd=workdir, stdout=subprocess.DEVNULL,
                             stderr=open(workdir / "deja.log", "wb"))
     wait_port(port, proc)
