@@ -303,7 +303,7 @@ class DejaRouter(RouterHooks):
             headers["OpenAI-Organization"] = str(params["organization"])
         headers.update({str(k): str(v) for k, v in (params.get("extra_headers") or {}).items()})
         headers.update(kwargs.pop("deja_headers", None) or {})  # the request's trace context and request id
-        stream = bool(body.get("stream"))
+        stream = path == "/chat/completions" and bool(body.get("stream"))  # embeddings never stream
         timeout_s = self.timeout_for({**kwargs, "stream": stream}, params) or 600.0
         timeout = aiohttp.ClientTimeout(total=None if stream else timeout_s, sock_connect=timeout_s,
                                         sock_read=timeout_s)

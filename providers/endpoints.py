@@ -14,8 +14,9 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from providers import litellm_api
 from providers import responses_api as rapi
-from providers.errors import ProviderBadRequestError, ProviderError, translate
+from providers.errors import ProviderBadRequestError, ProviderError, UnsupportedError, translate
 from providers.shape import clean_response, clean_response_event, clean_text_chunk, clean_text_completion
 
 if TYPE_CHECKING:
@@ -141,9 +142,21 @@ async def _sim_events(gateway: Gateway, body: dict[str, Any], served: Served,
         yield event
 
 
+def _check_prompt(gateway: Gateway, body: dict[str, Any]) -> None:
+    """A prompt of token ids reaches only a text-completion model as it is: for a chat model LiteLLM would have to
+    turn it into a message, and fails (as an upstream error). It is the client's request that cannot be served."""
+    gateway.check_model(body["model"])
+    prompt = body.get("prompt")
+    tokens = isinstance(prompt, list) and bool(prompt) and not all(isinstance(p, str) for p in prompt)
+    models = [str(e["litellm_params"]["model"]) for e in gateway.deployments_of(body["model"])]
+    if tokens and not all(litellm_api.text_completion_model(m) for m in models):
+        raise UnsupportedError(f"model {body['model']} is a chat model: its prompt must be text, not token "
+                                      "ids (token ids need a text-completion model such as gpt-3.5-turbo-instruct)")
+
+
 async def complete_text(gateway: Gateway, body: dict[str, Any],
                         headers: dict[str, str] | None = None) -> tuple[dict[str, Any], Served]:
-    gateway.check_model(body["model"])
+    _check_prompt(gateway, body)
     response = await _call(gateway.router.atext_completion(**_kwargs(gateway, body, headers)))
     served = gateway.served(getattr(response, "_hidden_params", None), body["model"])
     data = clean_text_completion(response.model_dump(mode="json", warnings=False))
@@ -156,7 +169,7 @@ async def complete_text(gateway: Gateway, body: dict[str, Any],
 async def complete_text_stream(gateway: Gateway, body: dict[str, Any], served: Served,
                                headers: dict[str, str] | None = None) -> AsyncGenerator[dict[str, Any], None]:
     """Yield ``text_completion`` chunks with one id; the usage, when known, comes last on a chunk with no choice."""
-    gateway.check_model(body["model"])
+    _check_prompt(gateway, body)
     upstream = await _call(gateway.router.atext_completion(**_kwargs(gateway, {**body, "stream": True}, headers)))
     _fill(gateway, served, gateway.served(getattr(upstream, "_hidden_params", None), body["model"]), body["model"])
     first: dict[str, Any] | None = None

@@ -97,6 +97,10 @@ class Gateway:
         """The model group ``name`` is served as: an alias's target, else the name (see ``providers.models``)."""
         return self.names.resolve(name) or name
 
+    def deployments_of(self, group: str) -> list[dict[str, Any]]:
+        """The deployment entries (``litellm_params``, ``model_info``) serving ``group``."""
+        return self._entries(group)
+
     def _entries(self, group: str) -> list[dict[str, Any]]:
         """The deployments serving ``group`` (an alias, a group or a name a wildcard matches)."""
         group = self.resolve(group)

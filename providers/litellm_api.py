@@ -100,6 +100,15 @@ def provider_of(model: str) -> str | None:
     return str(provider)
 
 
+def text_completion_model(model: str) -> bool:
+    """Whether LiteLLM sends a text completion for ``model`` to ``/v1/completions`` as it is (a
+    ``text-completion-openai/`` deployment or an OpenAI instruct model); otherwise it rewrites the prompt as a chat
+    message, which only text can become."""
+    if model.startswith("text-completion-openai/"):
+        return True
+    return model.removeprefix("openai/") in litellm.open_ai_text_completion_models
+
+
 def reasoning_model(model: str) -> bool:
     """OpenAI's reasoning models (o-series, gpt-5) take ``max_completion_tokens`` only."""
     try:

@@ -24,7 +24,7 @@ class Cut:
     error: ProviderError = field(default_factory=lambda: ProviderError("stream cut", upstream_status=502))
 
 
-Step = str | ProviderError | Cut
+Step = str | Exception | Cut  # an exception is raised before anything is sent
 _DEFAULT = "the fake answer"
 
 
@@ -78,7 +78,7 @@ class FakeProvider:
         self.calls.append(("complete", body))
         self.headers.append(dict(headers or {}))
         step = self._next(body)
-        if isinstance(step, ProviderError):
+        if isinstance(step, Exception):
             raise step
         text = step if isinstance(step, str) else "partial"
         usage = {"prompt_tokens": 11, "completion_tokens": len(text.split()), "total_tokens": 11 + len(text.split())}
@@ -94,7 +94,7 @@ class FakeProvider:
         self.calls.append(("stream", body))
         self.headers.append(dict(headers or {}))
         step = self._next(body)
-        if isinstance(step, ProviderError):
+        if isinstance(step, Exception):
             raise step
         found = self._served(body)
         served.deployment, served.provider, served.litellm_model = found.deployment, found.provider, found.litellm_model
@@ -118,7 +118,7 @@ class FakeProvider:
         self.calls.append(("embed", body))
         self.headers.append(dict(headers or {}))
         step = self._next(body)
-        if isinstance(step, ProviderError):
+        if isinstance(step, Exception):
             raise step
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         served = self._served(body)

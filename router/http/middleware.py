@@ -79,8 +79,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     except Exception as exc:  # every failure becomes OpenAI's error shape
         error = err.to_openai_error(exc)
-        if error.status >= 500 and not isinstance(exc, err.DejaError | perr.ProviderError):
-            log.exception("unhandled error", extra={"request_id": request_id})
+        if _unexpected(exc):
+            log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
         response = error_response(error, request_id)
         status = error.status
     finally:
@@ -102,6 +102,13 @@ def _check_url(request: web.Request) -> None:
     """A NUL in the path or the query reaches no handler: no database can store or compare it."""
     if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.query.items()):
         raise err.BadRequestError("The URL may not contain a NUL character (%00).", code="invalid_url")
+
+
+def _unexpected(exc: BaseException) -> bool:
+    """A bug, not a refusal: a foreign exception, or the generic 500 the pipeline mapped one to (its cause)."""
+    if isinstance(exc, err.DejaError) and exc.code == "internal_error" and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return not isinstance(exc, err.DejaError | perr.ProviderError | web.HTTPException)
 
 
 def _remember(request: web.Request, request_id: str, status: int, error: err.DejaError | None) -> None:

@@ -16,6 +16,12 @@ from router.http.middleware import json_response
 from router.http.parsing import EmbeddingRequest, read_json, validate, without_nulls
 
 _CREATED = int(time.time())
+# Fields of OpenAI's other endpoints, meaningless for an embedding: not sent on (LiteLLM's Router trips on some of
+# them, e.g. a string ``tools``, and a ``stream`` flag would make a stream of a JSON answer)
+_NOT_EMBEDDINGS = frozenset({"messages", "prompt", "tools", "tool_choice", "functions", "function_call", "stream",
+                             "stream_options", "n", "response_format", "logprobs", "top_logprobs", "logit_bias",
+                             "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
+                             "presence_penalty", "frequency_penalty", "parallel_tool_calls", "modalities", "audio"})
 
 
 async def embeddings(request: web.Request) -> web.Response:
@@ -31,7 +37,7 @@ async def embeddings(request: web.Request) -> web.Response:
     if not ctx.provider.supports_embeddings(call.model):
         raise err.BadRequestError(f"model {call.model} does not support embeddings", param="model",
                                   code="model_not_supported")
-    body = without_tags(body)
+    body = {k: v for k, v in without_tags(body).items() if k not in _NOT_EMBEDDINGS}
     with accounted(ctx, request, call) as trail:
         meter = trail.meter
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]

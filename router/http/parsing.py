@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from aiohttp import web
@@ -191,10 +191,13 @@ class CompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1)
-    prompt: str | list[str] | list[int] | list[list[int]]
+    # OpenAI's four shapes, none of them empty (LiteLLM answers an empty list as an upstream failure)
+    prompt: (str | Annotated[list[str], Field(min_length=1)] | Annotated[list[int], Field(min_length=1)]
+             | Annotated[list[Annotated[list[int], Field(min_length=1)]], Field(min_length=1)])
     stream: StrictBool | None = None
     stream_options: dict[str, Any] | None = None
     n: int | None = Field(None, ge=1, le=128)
+    best_of: int | None = Field(None, ge=1, le=20)
     max_tokens: int | None = Field(None, ge=0)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)

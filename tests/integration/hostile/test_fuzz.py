@@ -1,8 +1,9 @@
 """Fuzz: requests drawn from OpenAI's published schema, and hostile mutations of them, against the real app.
 
 deja (real app, real TCP, PostgreSQL usage storage in a schema of its own, exact cache on) in front of the fake
-OpenAI upstream runs in a thread of its own; hypothesis sends chat completions and embeddings (from
-``CreateChatCompletionRequest``/``CreateEmbeddingRequest``, then mutated), model listings, admin calls with
+OpenAI upstream runs in a thread of its own; hypothesis sends chat completions, embeddings, legacy completions and
+Responses requests (from ``CreateChatCompletionRequest``, ``CreateEmbeddingRequest``, ``CreateCompletionRequest``,
+``CreateResponse``, then mutated), model listings, admin calls with
 hostile fields and query strings, and raw hostile HTTP. For every answer: no 5xx, and a 4xx is OpenAI's error
 shape. At the end: every answered (2xx) chat or embeddings request has exactly one usage row, no other row
 exists, no row was refused by the database, and deja is still healthy.
@@ -35,6 +36,8 @@ from tests.integration.hostile.helpers import RawResponse, raw_request
 T = TypeVar("T")
 MODEL = "gpt-4o-mini"
 EXAMPLES = int(os.environ.get("DEJA_FUZZ_EXAMPLES", "300"))
+# the suite draws the same cases every run (CI stays reproducible); DEJA_FUZZ_RANDOM=1 explores new ones
+RANDOM = bool(os.environ.get("DEJA_FUZZ_RANDOM"))
 JSON = (b"Content-Type", b"application/json")
 AUTH = (b"Authorization", b"Bearer " + MASTER.encode())
 
@@ -88,11 +91,23 @@ def _embedding() -> st.SearchStrategy[dict[str, Any]]:
     return oas.request("CreateEmbeddingRequest", MODEL)
 
 
+def _completion() -> st.SearchStrategy[dict[str, Any]]:
+    return oas.request("CreateCompletionRequest", MODEL)
+
+
+def _response() -> st.SearchStrategy[dict[str, Any]]:
+    return oas.request("CreateResponse", MODEL)
+
+
+API_ROUTES = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/responses")
+
+
 @st.composite
 def api_case(draw: st.DrawFn) -> tuple[str, str, list[tuple[bytes, bytes]], bytes]:
     """(method, path, headers, body) of an OpenAI route: a schema body, often mutated, with a drawn key."""
-    path, body = draw(st.one_of(st.tuples(st.just("/v1/chat/completions"), _chat()),
-                                st.tuples(st.just("/v1/embeddings"), _embedding())))
+    path = draw(st.sampled_from(API_ROUTES))
+    body = draw({"/v1/chat/completions": _chat, "/v1/embeddings": _embedding, "/v1/completions": _completion,
+                 "/v1/responses": _response}[path]())
     if draw(st.booleans()):
         body = draw(oas.mutate(body))
     key = HEADER_VALUES[0] if draw(st.integers(0, 9)) < 7 else draw(st.sampled_from(HEADER_VALUES))
@@ -143,7 +158,7 @@ def other_case(draw: st.DrawFn) -> tuple[str, str, list[tuple[bytes, bytes]], by
     if kind == "model":
         return "GET", "/v1/models/" + urllib.parse.quote(draw(oas.TEXT) or "x", safe=""), [AUTH], b""
     if kind == "raw body":
-        path = draw(st.sampled_from(["/v1/chat/completions", "/v1/embeddings", "/admin/keys"]))
+        path = draw(st.sampled_from([*API_ROUTES, "/admin/keys"]))
         return "POST", path, [AUTH, JSON], draw(st.binary(max_size=64))
     return "LINE", draw(st.sampled_from(["GE\x01T / HTTP/1.1", "GET / HTTP/9.x", "GET \x7f HTTP/1.1",
                                          "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: -1"])), [], b""
@@ -170,7 +185,7 @@ def test_fuzz_no_5xx_openai_errors_and_one_row_per_answer(server: Server) -> Non
     seen: list[str] = []
     statuses: Counter[int] = Counter()
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=not RANDOM,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                      HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture])
     @given(case=CASES)
@@ -183,7 +198,7 @@ def test_fuzz_no_5xx_openai_errors_and_one_row_per_answer(server: Server) -> Non
         _check(response, case)
         statuses[response.status] += 1
         request_id = response.headers.get("x-deja-request-id")
-        if request_id and path.startswith(("/v1/chat", "/v1/embeddings")):
+        if request_id and path.startswith(API_ROUTES):
             seen.append(request_id)
             if 200 <= response.status < 300:
                 answered.append(request_id)

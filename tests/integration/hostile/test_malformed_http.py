@@ -136,3 +136,22 @@ async def test_nul_in_user_keeps_the_row(deja: Deja, upstream: FakeOpenAI) -> No
     assert r.status == 200 and len(upstream.received) == 1
     (row,) = await usage_rows(deja, 1)
     assert row["end_user"] == "x\\u0000y" and row["status"] == 200
+
+
+FUZZ_FINDINGS = {  # found by test_fuzz over /v1/completions and /v1/embeddings: each was a 500 or a 502
+    "completions: an empty prompt list": ("/v1/completions", {"model": "gpt-4o-mini", "prompt": []}, 400),
+    "completions: token ids for a chat model": ("/v1/completions", {"model": "gpt-4o-mini", "prompt": [0]}, 400),
+    "completions: best_of as a string": ("/v1/completions", {"model": "gpt-4o-mini", "prompt": "",
+                                                             "best_of": "x\u0000y"}, 400),
+    "embeddings: a stream flag": ("/v1/embeddings", {"model": "gpt-4o-mini", "input": "a", "stream": "yes"}, 200),
+    "embeddings: chat's tools": ("/v1/embeddings", {"model": "gpt-4o-mini", "input": "a", "tools": "x"}, 200),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FUZZ_FINDINGS))
+async def test_what_the_fuzz_found_is_a_client_error_or_an_answer(case: str, deja: Deja) -> None:
+    path, body, status = FUZZ_FINDINGS[case]
+    r = await raw_request(deja.port, "POST", path, headers=[AUTH, JSON, NO_STORE], body=json.dumps(body).encode())
+    assert r.status == status, (case, r.status, r.body[:300])
+    if status >= 400:
+        assert r.is_openai_error()

@@ -170,3 +170,16 @@ async def test_embeddings_share_the_accounting(client: TestClient) -> None:
     assert found[ok.headers["X-Request-Id"]]["prompt_tokens_sent"] == 6
     assert found[refused.headers["X-Request-Id"]]["status"] == 400
     assert requests_metric(client) == {("embeddings", "200"): 1, ("embeddings", "400"): 1}
+
+
+async def test_a_bug_is_a_500_that_is_logged_with_its_cause_and_accounted(client: TestClient,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "deja")
+    provider(client).script(RuntimeError("a bug in a provider"))
+    response = await client.post("/v1/chat/completions", json=chat("trip over it"))
+    body = await response.json()
+    assert (response.status, body["error"]["code"]) == (500, "internal_error")
+    assert "a bug in a provider" not in body["error"]["message"]  # no internals to the client
+    [logged] = [r for r in caplog.records if r.getMessage() == "unhandled error"]
+    assert logged.exc_info is not None and "a bug in a provider" in repr(logged.exc_info[1].__cause__)
+    assert (await rows(client))[response.headers["X-Request-Id"]]["status"] == 500
