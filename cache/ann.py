@@ -2,9 +2,12 @@
 
 Rows are stored as ``dtype`` in the graph: "i8" (a quarter of float32's memory; its cosines are off by up to
 ~0.01, fine for the gate's 0.85) or "f16" (~0.001, for transformer vectors compared with a 0.97 floor). Entry ids map to
-integer keys that are never reused, so a replaced row can never be confused with its predecessor; usearch
-reuses the slots of removed rows, so memory stays flat under churn. Expiry is a heap with lazy deletion.
-Searches ask for a few more neighbours than requested and run on one thread (the caller's).
+integer keys that are never reused, so a replaced row can never be confused with its predecessor. A removed row is
+a tombstone: it is forgotten by the scope (searches skip it) but stays in the graph, because usearch's own
+``remove`` could spin for minutes on a graph under churn (a soak at capacity froze the server in it); once the
+graph holds as many dead rows as live ones it is rebuilt from the live rows, so memory stays bounded. Expiry is a
+heap with lazy deletion. Searches ask for more neighbours than requested (dead rows take some of the places) and
+run on one thread (the caller's).
 """
 
 from __future__ import annotations
@@ -35,15 +38,27 @@ class AnnScope:
     def __init__(self, dim: int, dtype: str = "f16") -> None:
         if _Index is None:  # pragma: no cover - guarded by ann_available()
             raise RuntimeError("usearch is not installed")
-        self._index: Any = _Index(
-            ndim=dim, metric="cos", dtype=dtype, connectivity=CONNECTIVITY,
-            expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH,
-        )  # fmt: skip
+        self._dim, self._dtype = dim, dtype
+        self._index: Any = self._graph()
+        self._dead = 0
         self._key_of: dict[str, int] = {}
         self._id_of: dict[int, str] = {}
         self._expires: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._next_key = 0
+
+    def _graph(self) -> Any:
+        return _Index(ndim=self._dim, metric="cos", dtype=self._dtype, connectivity=CONNECTIVITY,
+                      expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
+
+    def _rebuild(self) -> None:
+        """A fresh graph of the live rows only (their stored, quantised vectors: cosine ignores the scale)."""
+        keys = np.fromiter(self._id_of, dtype=np.uint64, count=len(self._id_of))
+        graph = self._graph()
+        if len(keys):
+            vectors = np.asarray(self._index.get(keys, dtype=np.float32), dtype=np.float32)
+            graph.add(keys, np.ascontiguousarray(vectors), threads=1)
+        self._index, self._dead = graph, 0
 
     def __len__(self) -> int:
         return len(self._key_of)
@@ -81,7 +96,9 @@ class AnnScope:
             return False
         del self._id_of[key]
         del self._expires[entry_id]
-        self._index.remove(key)
+        self._dead += 1
+        if self._dead > max(len(self._key_of), 256):
+            self._rebuild()
         return True
 
     def expired(self, now: float) -> list[str]:
@@ -95,7 +112,8 @@ class AnnScope:
     def search(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         if not self._key_of or k <= 0:
             return []
-        found = self._index.search(query, min(len(self._key_of), k + 2), threads=1)
+        wanted = k + 2 + min(self._dead, 4 * k + 16)  # dead rows may take some of the nearest places
+        found = self._index.search(query, min(len(self._key_of) + self._dead, wanted), threads=1)
         out: list[tuple[str, float]] = []
         for key, distance in zip(found.keys.tolist(), found.distances.tolist(), strict=True):
             entry_id = self._id_of.get(int(key))

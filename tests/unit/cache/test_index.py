@@ -132,3 +132,25 @@ def test_hnsw_similarities_are_close_to_exact_in_f16() -> None:
     for match in index.search("s", query, k=5, now=0):
         exact = float(rows[int(match.id[2:])] @ query)
         assert match.similarity == pytest.approx(exact, abs=2e-3)
+
+
+def test_hnsw_scope_under_eviction_churn_stays_bounded_and_never_serves_a_removed_row() -> None:
+    # a full cache evicts one row per insert; usearch's own remove once froze the server here (soak at capacity)
+    from cache.ann import AnnScope
+
+    rng = np.random.default_rng(7)
+    scope = AnnScope(32, "i8")
+    live: list[str] = []
+    for i in range(12_000):
+        vector = rng.standard_normal(32).astype(np.float32)
+        scope.add(f"e{i}", vector / np.linalg.norm(vector), 1e12)
+        live.append(f"e{i}")
+        if len(live) > 2_500:
+            assert scope.remove(live.pop(0))
+    assert len(scope) == 2_500
+    assert len(scope._index) <= 2 * len(scope) + 257  # dead rows are rebuilt away: memory stays bounded
+    alive = set(live)
+    for _ in range(50):
+        query = rng.standard_normal(32).astype(np.float32)
+        found = scope.search(query / np.linalg.norm(query), 5)
+        assert len(found) == 5 and {entry_id for entry_id, _ in found} <= alive
