@@ -142,12 +142,9 @@ class FakeOpenAI:
         body = await self._record(request)
         behaviour = self._next()
         try:
-            if behaviour.delay:
-                await asyncio.sleep(behaviour.delay)
-            if behaviour.kind == "hang":
-                await asyncio.sleep(3600)
-            if behaviour.kind == "error":
-                return self._error(behaviour)
+            refused = await self._before_answer(behaviour)
+            if refused is not None:
+                return refused
             if body.get("stream"):
                 return await self._stream(request, body, behaviour)
             return web.json_response(self._completion(body, behaviour), headers=behaviour.headers)
@@ -155,6 +152,14 @@ class FakeOpenAI:
             self.disconnects += 1
             self.client_gone.set()
             raise
+
+    async def _before_answer(self, behaviour: Behaviour) -> web.Response | None:
+        """Wait as the behaviour says (its delay; for ever when it hangs), then its error answer, if any."""
+        if behaviour.delay:
+            await asyncio.sleep(behaviour.delay)
+        if behaviour.kind == "hang":
+            await asyncio.sleep(3600)
+        return self._error(behaviour) if behaviour.kind == "error" else None
 
     def _error(self, behaviour: Behaviour) -> web.Response:
         error = {"error": {"message": behaviour.error_message, "type": "fake_error", "param": None, "code": None}}
@@ -250,12 +255,9 @@ class FakeOpenAI:
         body = await self._record(request)
         behaviour = self._next()
         try:
-            if behaviour.delay:
-                await asyncio.sleep(behaviour.delay)
-            if behaviour.kind == "hang":
-                await asyncio.sleep(3600)
-            if behaviour.kind == "error":
-                return self._error(behaviour)
+            refused = await self._before_answer(behaviour)
+            if refused is not None:
+                return refused
             speaker = ResponsesSpeaker(body, behaviour) if api == "responses" else CompletionsSpeaker(body, behaviour)
             if not body.get("stream"):
                 return web.json_response(speaker.whole(), headers=behaviour.headers)
@@ -280,10 +282,9 @@ class FakeOpenAI:
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await self._record(request)
         behaviour = self._next()
-        if behaviour.delay or behaviour.kind == "hang":
-            await asyncio.sleep(3600 if behaviour.kind == "hang" else behaviour.delay)
-        if behaviour.kind == "error":
-            return self._error(behaviour)
+        refused = await self._before_answer(behaviour)
+        if refused is not None:
+            return refused
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) else [inputs]
         data = []
