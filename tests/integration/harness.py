@@ -138,3 +138,25 @@ class RedisServer:
     def resume(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
+
+
+def storage_section(request: Any, backend: str) -> dict[str, Any]:
+    """The ``deja:`` settings for a test's usage store: ``{}`` for SQLite (``make_settings``' default), or the
+    PostgreSQL database with a fresh schema of the test's own (created by deja's migrations, dropped by
+    ``drop_storage``)."""
+    if backend != "postgresql":
+        return {}
+    import uuid
+
+    return {"database_url": request.getfixturevalue("database_url"),
+            "database_schema": f"dejatest_{uuid.uuid4().hex[:12]}"}
+
+
+async def drop_storage(section: dict[str, Any]) -> None:
+    """Drop the schema ``storage_section`` chose, if it chose one."""
+    if section:
+        import asyncpg
+
+        conn = await asyncpg.connect(section["database_url"])
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{section["database_schema"]}" CASCADE')
+        await conn.close()

@@ -5,7 +5,6 @@ upstream (direct path and LiteLLM's), the answer's cost and the key's spend in i
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from providers.fake_openai import Behaviour, FakeOpenAI
 from router.appkeys import STORAGE
 from router.storage import UsageFilter
-from tests.integration.harness import Deja, make_settings, start_deja
+from tests.integration.harness import Deja, drop_storage, make_settings, start_deja, storage_section
 from tests.integration.router.ops.helpers import scrape
 from tests.integration.router.storage.helpers import wait_for
 
@@ -33,20 +32,12 @@ async def upstream() -> AsyncIterator[FakeOpenAI]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def deja(request: pytest.FixtureRequest, tmp_path: Path, upstream: FakeOpenAI) -> AsyncIterator[Deja]:
-    extra: dict[str, Any] = {}
-    if request.param == "postgresql":
-        extra = {"database_url": request.getfixturevalue("database_url"),
-                 "database_schema": f"dejatest_{uuid.uuid4().hex[:12]}"}
+    extra = storage_section(request, request.param)
     server = await start_deja(make_settings(tmp_path, upstream, master_key=MASTER, cache={"semantic": False},
                                             metrics={"tag_labels": ["prod"], "max_tenants": 2}, **extra))
     yield server
     await server.close()
-    if extra:
-        import asyncpg
-
-        conn = await asyncpg.connect(extra["database_url"])
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{extra["database_schema"]}" CASCADE')
-        await conn.close()
+    await drop_storage(extra)
 
 
 async def call(server: Deja, method: str, path: str, body: Any = None, key: str = MASTER,

@@ -3,7 +3,6 @@ key activity on the key record, one stored request by id (tenant-scoped), usage 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from providers.fake_openai import Behaviour, FakeOpenAI
 from router.appkeys import STORAGE
 from router.storage import UsageFilter
-from tests.integration.harness import Deja, make_settings, start_deja
+from tests.integration.harness import Deja, drop_storage, make_settings, start_deja, storage_section
 from tests.integration.router.storage.helpers import wait_for
 
 MASTER = "sk-master-test"
@@ -29,20 +28,12 @@ async def upstream() -> AsyncIterator[FakeOpenAI]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def deja(request: pytest.FixtureRequest, tmp_path: Path, upstream: FakeOpenAI) -> AsyncIterator[Deja]:
-    extra: dict[str, Any] = {}
-    if request.param == "postgresql":
-        extra = {"database_url": request.getfixturevalue("database_url"),
-                 "database_schema": f"dejatest_{uuid.uuid4().hex[:12]}"}
+    extra = storage_section(request, request.param)
     server = await start_deja(make_settings(tmp_path, upstream, master_key=MASTER, cache={"enabled": False},
                                             **extra))
     yield server
     await server.close()
-    if extra:
-        import asyncpg
-
-        conn = await asyncpg.connect(extra["database_url"])
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{extra["database_schema"]}" CASCADE')
-        await conn.close()
+    await drop_storage(extra)
 
 
 async def call(server: Deja, method: str, path: str, body: Any = None, key: str = MASTER,

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from providers.fake_openai import Behaviour, FakeOpenAI
 from router.appkeys import STORAGE
 from router.storage import UsageFilter, open_storage
-from tests.integration.harness import ROOT, Deja, make_settings, start_deja
+from tests.integration.harness import ROOT, Deja, drop_storage, make_settings, start_deja, storage_section
 from tests.integration.router.storage.helpers import TcpProxy, wait_for
 
 MASTER = "sk-master-test"
@@ -34,20 +33,12 @@ async def upstream() -> AsyncIterator[FakeOpenAI]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def deja(request: pytest.FixtureRequest, tmp_path: Path, upstream: FakeOpenAI) -> AsyncIterator[Deja]:
-    extra: dict[str, Any] = {}
-    if request.param == "postgresql":
-        extra = {"database_url": request.getfixturevalue("database_url"),
-                 "database_schema": f"dejatest_{uuid.uuid4().hex[:12]}"}  # created by deja's migrations
+    extra = storage_section(request, request.param)
     server = await start_deja(make_settings(tmp_path, upstream, master_key=MASTER, cache={"semantic": False},
                                             **extra))
     yield server
     await server.close()
-    if extra:
-        import asyncpg
-
-        conn = await asyncpg.connect(extra["database_url"])
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{extra["database_schema"]}" CASCADE')
-        await conn.close()
+    await drop_storage(extra)
 
 
 async def chat(server: Deja, text: str, *, stream: bool = False, key: str = MASTER) -> int:

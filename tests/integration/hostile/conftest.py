@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 from providers.fake_openai import Behaviour, FakeOpenAI
 from router.appkeys import STORAGE, USAGE
 from router.storage import UsageFilter
-from tests.integration.harness import Deja, make_settings, start_deja
+from tests.integration.harness import Deja, drop_storage, make_settings, start_deja, storage_section
 from tests.integration.router.storage.helpers import wait_for
 
 MASTER = "sk-master-hostile"
@@ -27,21 +26,11 @@ async def upstream() -> AsyncIterator[FakeOpenAI]:
 
 async def start_hostile_deja(request: pytest.FixtureRequest, tmp_path: Path, upstream: FakeOpenAI,
                              backend: str, **deja: Any) -> tuple[Deja, dict[str, Any]]:
-    extra: dict[str, Any] = {}
-    if backend == "postgresql":
-        extra = {"database_url": request.getfixturevalue("database_url"),
-                 "database_schema": f"dejatest_{uuid.uuid4().hex[:12]}"}  # created by deja's migrations
+    extra = storage_section(request, backend)
     settings = make_settings(tmp_path, upstream, master_key=MASTER, cache={"semantic": False}, **extra, **deja)
     return await start_deja(settings), extra
 
 
-async def drop_schema(extra: dict[str, Any]) -> None:
-    if extra:
-        import asyncpg
-
-        conn = await asyncpg.connect(extra["database_url"])
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{extra["database_schema"]}" CASCADE')
-        await conn.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -49,7 +38,7 @@ async def deja(request: pytest.FixtureRequest, tmp_path: Path, upstream: FakeOpe
     server, extra = await start_hostile_deja(request, tmp_path, upstream, request.param)
     yield server
     await server.close()
-    await drop_schema(extra)
+    await drop_storage(extra)
 
 
 async def usage_rows(server: Deja, expected: int) -> list[dict[str, Any]]:

@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 from providers.fake_openai import FakeOpenAI
 from router.appkeys import STORAGE, USAGE
 from router.storage import UsageFilter
-from tests.integration.harness import Deja, make_settings, start_deja
+from tests.integration.harness import Deja, drop_storage, make_settings, start_deja
 from tests.integration.hostile import openai_schema as oas
-from tests.integration.hostile.conftest import MASTER, drop_schema
+from tests.integration.hostile.conftest import MASTER
 from tests.integration.hostile.helpers import RawResponse, raw_request
 
 T = TypeVar("T")
@@ -65,7 +65,7 @@ class Server:
     def close(self) -> None:
         self.run(self.deja.close())
         self.run(self.upstream.close())
-        self.run(drop_schema(self.extra))
+        self.run(drop_storage(self.extra))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 
