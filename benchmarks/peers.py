@@ -106,13 +106,23 @@ def fill_sources(path: Path) -> list[str]:
 
 
 def spliced(sources: list[str], n: int, seed: int = 9) -> list[str]:
-    """``n`` unique questions made of the first half of one real question and the second half of another."""
+    """``n`` unique questions, each the first half of one real question and the second half of another (cut
+    within a word of the middle). No marker makes them unique: a filler must look like a question to the gate
+    and the verifier, as a real stored question would."""
     rng = random.Random(seed)
     words = [s.split() for s in sources if len(s.split()) >= 4]
+    real = {" ".join(w) for w in words}
     out: set[str] = set()
-    while len(out) < n:
+    for _ in range(50 * n + 1000):
+        if len(out) >= n:
+            break
         a, b = rng.choice(words), rng.choice(words)
-        out.add(" ".join(a[: len(a) // 2] + b[len(b) // 2 :]) + f" #{len(out)}")
+        cut_a, cut_b = len(a) // 2 + rng.randint(-1, 1), len(b) // 2 + rng.randint(-1, 1)
+        text = " ".join(a[:cut_a] + b[cut_b:])
+        if text not in real:
+            out.add(text)
+    if len(out) < n:
+        raise ValueError(f"{len(sources)} sources cannot make {n} unique questions")
     return sorted(out)
 
 

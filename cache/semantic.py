@@ -11,7 +11,11 @@ Lookup order:
 
    a. **gate** (when a :class:`~cache.gate.StaticEmbedder` is configured): the query's static vector (~0.1 ms)
       is searched among the scope's stored static vectors; when no candidate reaches ``gate_threshold`` the
-      lookup is a miss decided by the gate, and neither the transformer nor the verifier runs;
+      lookup is a miss decided by the gate, and neither the transformer nor the verifier runs. The gate's
+      candidates then meet the verifier's lexical half (rules and pair features, in a worker thread, ~1 ms):
+      a candidate it would refuse at *every* cosine from the floor to 1 (:meth:`Verifier.best_case`, exact, so
+      nothing it drops could have been served) is dropped, and when none is left the lookup is a miss decided
+      by the verifier ("verifier" stage), again without the transformer;
    b. **transformer**: the query is embedded by the transformer; the gate's best ``transformer_candidates``
       candidates at or above its threshold are re-ranked by the
       transformer's cosine (a stored entry's transformer vector is computed the first time it is a candidate,
@@ -43,7 +47,7 @@ import numpy as np
 from cache.errors import CacheConfigError, EmbeddingUnavailableError
 from cache.scope import Scope, exact_key
 from cache.store import CacheEntry, CacheStore
-from cache.verify import same_question
+from cache.verify import PairView, Verdict, same_question
 
 if TYPE_CHECKING:
     from cache.embedder import Embedder
@@ -60,7 +64,7 @@ DEFAULT_MAX_QUERY_CHARS = 4000
 #: every hit served was the gate's first candidate.
 DEFAULT_TRANSFORMER_CANDIDATES = 1
 
-Stage = Literal["exact", "gate", "transformer"]
+Stage = Literal["exact", "gate", "verifier", "transformer"]
 
 
 class Gate(Protocol):
@@ -90,6 +94,7 @@ class LookupResult:
     #: The verifier's reason when the best candidate was refused; "below-gate": no candidate reached the gate.
     rejected_reason: str | None
     #: Which stage decided: "exact" (exact tier), "gate" (no candidate close enough by the static vectors),
+    #: "verifier" (the verifier refuses every gate candidate whatever its cosine: no transformer ran),
     #: "transformer" (transformer cosine + verifier); None when the semantic tier was not consulted.
     stage: Stage | None = None
     floor: float | None = None  # the similarity floor the transformer stage used
@@ -252,10 +257,34 @@ class SemanticCache:
             return self._miss(reason="below-gate" if matches else None, stage="gate", floor=floor,
                               gate_similarity=best_gate,
                               gate_threshold=self.gate_threshold, vectors=QueryVectors(query, gate_vector, None))
-        entries = await self._fetch([(m.id, m.similarity, 0.0) for m in passing], now)
+        entries = [c for c in await self._fetch([(m.id, m.similarity, 0.0) for m in passing], now)
+                   if c.entry.scope_key == scope.key]
+        views: dict[str, PairView] = {}
+        if self._verifier is not None and entries:
+            views, refused = await asyncio.to_thread(self._precheck, query, entries, floor)
+            entries = [c for c in entries if c.entry.id not in refused]
+            if not entries:  # the verifier refuses every candidate whatever its cosine: no transformer
+                verdict = next(iter(refused.values()))
+                return self._miss(reason=verdict.reason, stage="verifier", floor=floor, gate_similarity=best_gate,
+                                  gate_threshold=self.gate_threshold, verifier_score=verdict.score,
+                                  verifier_reason=verdict.reason, vectors=QueryVectors(query, gate_vector, None))
         dense, candidates = await self._rerank(query, entries)
         vectors = QueryVectors(query, gate_vector, dense)
-        return await self._decide(scope, query, candidates, vectors, floor, now, best_gate)
+        return await self._decide(scope, query, candidates, vectors, floor, now, best_gate, views)
+
+    def _precheck(
+        self, query: str, entries: list[_Candidate], floor: float
+    ) -> tuple[dict[str, PairView], dict[str, Verdict]]:
+        """(each candidate's verifier view, the candidates it refuses whatever their cosine); in a thread."""
+        assert self._verifier is not None
+        views: dict[str, PairView] = {}
+        refused: dict[str, Verdict] = {}
+        for c in entries:
+            view = views[c.entry.id] = self._verifier.view(query, c.entry.query or "")
+            verdict = self._verifier.best_case(view, min_similarity=floor)
+            if not verdict.accept:
+                refused[c.entry.id] = verdict
+        return views, refused
 
     async def _fetch(
         self, found: list[tuple[str, float | None, float]], now: float
@@ -285,9 +314,10 @@ class SemanticCache:
 
     async def _decide(
         self, scope: Scope, query: str, candidates: list[_Candidate], vectors: QueryVectors, floor: float,
-        now: float, best_gate: float | None = None,
+        now: float, best_gate: float | None = None, views: dict[str, PairView] | None = None,
     ) -> LookupResult:
-        """Serve the first candidate at or above the floor that the verifier accepts."""
+        """Serve the first candidate at or above the floor that the verifier accepts (``views``: the
+        verifier's views already made of some candidates)."""
         details: dict[str, Any] = {"stage": "transformer", "floor": floor, "gate_similarity": best_gate,
                                    "gate_threshold": self.gate_threshold if self._gate else None,
                                    "vectors": vectors}
@@ -303,9 +333,15 @@ class SemanticCache:
                 continue
             if self._verifier is not None:
                 assert entry.query is not None
-                verdict = await asyncio.to_thread(
-                    self._verifier.check, query, entry.query, candidate.similarity, min_similarity=floor
-                )
+                view = (views or {}).get(entry.id)
+                if view is None:
+                    verdict = await asyncio.to_thread(
+                        self._verifier.check, query, entry.query, candidate.similarity, min_similarity=floor
+                    )
+                else:
+                    verdict = await asyncio.to_thread(
+                        self._verifier.decide, view, candidate.similarity, min_similarity=floor
+                    )
                 if rejected is None:
                     details.update(verifier_score=verdict.score, verifier_reason=verdict.reason)
                 if not verdict.accept:

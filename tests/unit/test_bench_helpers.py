@@ -59,8 +59,13 @@ def test_questions_are_handed_out_once() -> None:
 
 
 def test_spliced_questions_are_unique_and_surface_variants_differ() -> None:
-    texts = spliced(["How do I learn Python fast?", "What is the capital of France today?"], 20)
-    assert len(set(texts)) == 20
+    sources = ["How do I learn Python fast?", "What is the capital of France today?",
+               "Why is the sky blue during the day?"]
+    texts = spliced(sources, 20)
+    assert len(set(texts)) == 20 and not set(texts) & set(sources)
+    assert all(len(t.split()) >= 4 and "#" not in t for t in texts)
+    with pytest.raises(ValueError):
+        spliced(sources[:1], 20)
     variants = surface_variants("How do I learn Python?")
     assert "How do I learn Python?" not in variants and len(set(variants)) == len(variants) == 4
 

@@ -57,9 +57,23 @@ class StubVerifier:
 
     default_min_similarity = 0.6
 
-    def __init__(self, refuse: Sequence[str] = ()) -> None:
+    def __init__(self, refuse: Sequence[str] = (), refuse_always: Sequence[str] = ()) -> None:
         self.refuse = set(refuse)
+        self.refuse_always = set(refuse_always)  # refused by ``best_case``: whatever the cosine
         self.checked: list[tuple[str, str, float, float | None]] = []
+        self.prechecked: list[tuple[str, str]] = []
+
+    def view(self, query: str, candidate: str) -> tuple[str, str]:
+        return query, candidate
+
+    def best_case(self, view: tuple[str, str], *, min_similarity: float | None = None) -> Verdict:
+        self.prechecked.append(view)
+        if view[1] in self.refuse_always:
+            return Verdict(False, 0.0, "refused whatever the cosine")
+        return Verdict(True, 1.0, "open")
+
+    def decide(self, view: tuple[str, str], similarity: float, *, min_similarity: float | None = None) -> Verdict:
+        return self.check(*view, similarity, min_similarity=min_similarity)
 
     def check(
         self, query: str, candidate: str, similarity: float, *, min_similarity: float | None = None

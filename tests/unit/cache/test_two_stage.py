@@ -233,3 +233,38 @@ async def test_only_the_gates_best_candidates_reach_the_transformer() -> None:
     result = await lookup(cache, "what is the capital of France")
     assert result.kind == "semantic" and result.candidates == 1
     assert len(embedder.texts) == 2  # the query and the gate's best candidate, nothing more
+
+
+async def test_candidate_the_verifier_refuses_at_any_cosine_never_reaches_the_transformer() -> None:
+    verifier = StubVerifier(refuse_always=["What is the capital of France?"])
+    cache, embedder, _ = make(verifier)
+    await store(cache, "What is the capital of France?")
+    result = await lookup(cache, "what is the capital city of France")
+    assert result.kind == "miss" and result.stage == "verifier" and embedder.texts == []
+    assert result.rejected_reason == result.verifier_reason == "refused whatever the cosine"
+    assert verifier.prechecked == [("what is the capital city of France", "What is the capital of France?")]
+    assert verifier.checked == []  # nothing left for the transformer stage to check
+    assert result.vectors is not None and result.vectors.gate is not None and result.vectors.dense is None
+
+
+async def test_precheck_drops_only_the_refused_candidates() -> None:
+    verifier = StubVerifier(refuse_always=["What is the capital of France?"])
+    cache, embedder, _ = make(verifier, transformer_candidates=2)
+    await store(cache, "What is the capital of France?")
+    await store(cache, "What is the capital city of France?")
+    result = await lookup(cache, "what is the capital city of France")
+    assert result.kind == "semantic" and result.stage == "transformer"
+    assert result.entry is not None and result.entry.query == "What is the capital city of France?"
+    assert "What is the capital of France?" not in embedder.texts  # its vector was never needed
+
+
+async def test_real_verifier_skips_the_transformer_for_a_swapped_number() -> None:
+    from cache.verify import Verifier
+
+    cache, embedder, _ = make(Verifier.load_default())
+    await store(cache, "What was the GATE 2017 cut-off for mechanical engineering?")
+    swapped = await lookup(cache, "What was the GATE 2018 cut-off for mechanical engineering?")
+    assert swapped.kind == "miss" and swapped.stage == "verifier" and swapped.rejected_reason == "number-mismatch"
+    assert embedder.texts == []
+    retyped = await lookup(cache, "what was the GATE 2017 cut-off for mechanical engineering")
+    assert retyped.kind == "semantic" and retyped.verifier_reason == "identical" and embedder.texts
