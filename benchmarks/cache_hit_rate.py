@@ -110,13 +110,15 @@ async def _lookups(
 
 
 def _gate_figures(two: RunResult, one: RunResult) -> dict[str, Any]:
-    semantic_lookups = sum(n for stage, n in two.stages.items() if stage in ("gate", "transformer"))
+    semantic_lookups = sum(n for stage, n in two.stages.items() if stage in ("gate", "verifier", "transformer"))
     kept = sum(1 for i, entry_id in one.served_ids.items() if two.served_ids.get(i) == entry_id)
     return {
         "recall": round(kept / max(1, len(one.served_ids)), 4),
         "hits_without_gate": len(one.served_ids),
         "hits_kept_by_gate": kept,
         "reach_transformer": round(two.stages.get("transformer", 0) / max(1, semantic_lookups), 4),
+        # candidates that passed the gate but the verifier refused at every cosine: no transformer run
+        "refused_before_transformer": round(two.stages.get("verifier", 0) / max(1, semantic_lookups), 4),
         "stages": two.stages,
     }
 

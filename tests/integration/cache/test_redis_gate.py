@@ -125,3 +125,35 @@ async def test_rows_of_another_dimension_are_skipped_not_fatal(
         return bool(store.indexed == 1)
 
     await eventually(indexed, 2.0, "only the new entry is indexed")
+
+
+async def test_replicas_refuse_before_the_transformer_alike(redis_url: str, redis_prefix: str) -> None:
+    from cache.verify import Verifier
+
+    verifier = Verifier.load_default()
+    caches: list[SemanticCache] = []
+    embedders: list[CountingEmbedder] = []
+    try:
+        for _ in range(2):
+            embedders.append(CountingEmbedder())
+            caches.append(SemanticCache(RedisStore(redis_url, prefix=redis_prefix, dim=GATE.dim), embedders[-1],
+                                        verifier, gate=GATE))
+            await caches[-1].start()
+        await put(caches[0], "What was the GATE 2017 cut-off for mechanical engineering?")
+
+        async def swapped(cache: SemanticCache) -> LookupResult:
+            scope, body, query = request("What was the GATE 2018 cut-off for mechanical engineering?")
+            return await cache.lookup(scope, body, query)
+
+        async def indexed() -> bool:
+            return (await swapped(caches[1])).stage == "verifier"
+
+        await eventually(indexed, 2.0, "the second replica indexed the entry")
+        for cache in caches:
+            result = await swapped(cache)
+            assert result.kind == "miss" and result.stage == "verifier"
+            assert result.rejected_reason == "number-mismatch"
+        assert all(e.texts == [] for e in embedders)  # neither replica ran the transformer
+    finally:
+        for cache in caches:
+            await cache.close()
