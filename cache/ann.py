@@ -24,8 +24,8 @@ except ImportError:  # pragma: no cover - depends on the environment
     _Index = None
 
 CONNECTIVITY = 16
-EXPANSION_ADD = 48
-EXPANSION_SEARCH = 24
+EXPANSION_ADD = 64
+EXPANSION_SEARCH = 64
 
 
 def ann_available() -> bool:
