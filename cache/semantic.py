@@ -265,7 +265,8 @@ class SemanticCache:
             entries = [c for c in entries if c.entry.id not in refused]
             if not entries:  # the verifier refuses every candidate whatever its cosine: no transformer
                 verdict = next(iter(refused.values()))
-                return self._miss(reason=verdict.reason, stage="verifier", floor=floor, gate_similarity=best_gate,
+                return self._miss(reason=verdict.reason, stage="verifier", candidates=len(refused), floor=floor,
+                                  gate_similarity=best_gate,
                                   gate_threshold=self.gate_threshold, verifier_score=verdict.score,
                                   verifier_reason=verdict.reason, vectors=QueryVectors(query, gate_vector, None))
         dense, candidates = await self._rerank(query, entries)

@@ -11,6 +11,8 @@ on a miss ``below-floor`` (the best candidate is under the floor), the verifier'
 a hard rule: ``number-mismatch``, ``name-mismatch``, ``negation-mismatch``), ``no-candidate`` (nothing of the
 request's scope is cached), ``not-semantic`` (not a plain-text user message, or too high a temperature:
 exact tier only) or ``max-age`` (an entry was found, older than the request's cache ``max-age``).
+``similarity`` is the transformer's cosine, except when the gate decided (``reason=below-gate``) or the verifier
+refused before the transformer ran (``stage=verifier``): then it is the gate's static cosine.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ def explain(result: LookupResult, *, floor: float, semantic: bool) -> Explanatio
     if similarity is None and reason == "below-gate":  # the gate's (static) cosine and threshold decided
         similarity = _field(result, "gate_similarity")
         floor = float(_field(result, "gate_threshold") or floor)
+    elif similarity is None and stage == "verifier":  # refused at any cosine: the gate's is the one computed
+        similarity = _field(result, "gate_similarity")
     return Explanation("miss", str(reason), similarity, floor, score, result.candidates, stage)
 
 
