@@ -8,7 +8,8 @@ is this process. Prompts are unique real questions (Quora, ``../shared/data/qqp-
 request is a miss, as most real traffic is, and deja runs its semantic lookup on each (no ``no-store``).
 
 Per phase (``empty``: a few hundred entries; ``full``: after filling the cache to ``--fill`` entries, 100,000 by
-default, deja's default capacity, with questions spliced from two real ones):
+default, deja's default capacity, with questions spliced from two real ones, none of them a text the
+semantic-hit phases ask or store):
 
 - misses, non-streaming at concurrency 1 and 32, streaming at concurrency 1: p50/p99 end-to-end latency and
   its *added* part (the path's percentile minus the direct path's, same rounds), time to first chunk, requests
@@ -36,6 +37,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +102,10 @@ def load_data(path: Path, pairs_per_phase: int) -> tuple[Questions, list[list[tu
     return Questions(questions), phases
 
 
-def fill_sources(path: Path) -> list[str]:
-    """The other side of every Quora pair (text_b), which the fill splices from."""
-    return sorted({p.text_b for p in load_pairs(path)})
+def fill_sources(path: Path, exclude: Collection[str] = ()) -> list[str]:
+    """The other side of every Quora pair (text_b), which the fill splices from, without ``exclude`` (the texts
+    of the semantic-hit phases: a filler spliced from a question asked later would answer it in its stead)."""
+    return sorted({p.text_b for p in load_pairs(path)} - set(exclude))
 
 
 def spliced(sources: list[str], n: int, seed: int = 9) -> list[str]:
@@ -289,7 +292,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             result["portkey_stream_error"] = problem
         print("phase empty", flush=True)
         result["empty"] = await phase(targets, sizes, questions, pairs[0], stream_targets)
-        fill_texts = spliced(fill_sources(args.data), max(0, fill_to - 1000))
+        hit_phase_texts = {t for phase_pairs in pairs for pair in phase_pairs for t in pair}
+        fill_texts = spliced(fill_sources(args.data, hit_phase_texts), max(0, fill_to - 1000))
         print(f"filling deja with {len(fill_texts)} entries", flush=True)
         result["fill"] = await fill(targets["deja"], fill_texts)
         print(f"phase full ({result['fill']})", flush=True)

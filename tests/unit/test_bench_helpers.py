@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from benchmarks.peers import Questions, markdown_table, spliced, surface_variants
+from benchmarks.peers import Questions, fill_sources, markdown_table, spliced, surface_variants
 from benchmarks.peers_client import pct, summary
 from benchmarks.procs import cpu_seconds, memory_kib, pinned_version, process_tree
 from benchmarks.soak import rss_growth, slope_per_minute, summarise_log, window_mean
@@ -112,3 +113,11 @@ def test_summarise_log_groups_warnings_and_errors() -> None:
     assert summary["lines"] == 5 and summary["warnings_and_errors"] == 4
     assert summary["by_kind"]["error: unhandled error (ConnectionResetError: gone)"] == 2
     assert summary["by_kind"]["warning: slow"] == 1
+
+
+def test_fill_sources_leave_out_the_texts_the_hit_phases_ask(tmp_path: Path) -> None:
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"text_a": f"Question {i} a?", "text_b": f"Question {i} b?", "label": i % 2} for i in range(4)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert fill_sources(data) == [f"Question {i} b?" for i in range(4)]
+    assert fill_sources(data, {"Question 1 b?", "Question 1 a?"}) == ["Question 0 b?", "Question 2 b?", "Question 3 b?"]
