@@ -46,6 +46,8 @@ RULES: tuple[str, ...] = ("number-mismatch", "name-mismatch", "negation-mismatch
 MAX_VERIFY_CHARS = 8192
 #: A cosine of unit float32 vectors may exceed 1 by rounding; ``best_case`` looks this far above 1.
 COSINE_SLACK = 1e-4
+#: Where the transformer's cosine sits in the feature vector (the only feature that depends on it).
+COSINE = FEATURE_NAMES.index("cosine")
 
 
 _WORDS = re.compile(r"\w+(?:[.,:'’/-]\w+)*")
@@ -230,7 +232,7 @@ def fired_rule(facts: PairFacts, rules: frozenset[str]) -> str | None:
 @dataclass(frozen=True)
 class PairView:
     """What the verifier reads of a (query, cached question) pair before the transformer's cosine is known:
-    everything but the cosine. ``features`` has the cosine's slot (index 0) still to fill."""
+    everything but the cosine. ``features`` has the cosine's slot (``COSINE``) still to fill."""
 
     too_long: bool
     identical: bool
@@ -252,10 +254,9 @@ class Verifier:
         self.params = params
         self.vectors = vectors
         self.default_min_similarity: float = params.min_similarity
-        cosine = FEATURE_NAMES.index("cosine")
         self._cosine_cuts = sorted({t for feats, ts in zip(params.model.features, params.model.thresholds,
                                                             strict=True)
-                                    for j, t in zip(feats, ts, strict=True) if j == cosine})
+                                    for j, t in zip(feats, ts, strict=True) if j == COSINE})
 
     @classmethod
     def load(cls, path: str | Path) -> Verifier:
@@ -295,8 +296,10 @@ class Verifier:
 
     def _scores(self, view: PairView, cosines: Sequence[float]) -> list[float]:
         assert view.features is not None
-        rest = list(view.features[1:])
-        return self.params.model.probabilities([[c, *rest] for c in cosines])
+        rows = [list(view.features) for _ in cosines]
+        for row, cosine in zip(rows, cosines, strict=True):
+            row[COSINE] = cosine
+        return self.params.model.probabilities(rows)
 
     def _verdict(self, score: float) -> Verdict:
         return Verdict(score >= self.params.cutoff, score, "ok" if score >= self.params.cutoff else "classifier")
