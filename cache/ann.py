@@ -2,18 +2,27 @@
 
 Rows are stored as ``dtype`` in the graph: "i8" (a quarter of float32's memory; its cosines are off by up to
 ~0.01, fine for the gate's 0.85) or "f16" (~0.001, for transformer vectors compared with a 0.97 floor). Entry ids map to
-integer keys that are never reused, so a replaced row can never be confused with its predecessor. A removed row is
-a tombstone: it is forgotten by the scope (searches skip it) but stays in the graph, because usearch's own
-``remove`` could spin for minutes on a graph under churn (a soak at capacity froze the server in it); once the
-graph holds as many dead rows as live ones it is rebuilt from the live rows, so memory stays bounded. Expiry is a
-heap with lazy deletion. Searches ask for more neighbours than requested (dead rows take some of the places) and
-run on one thread (the caller's).
+integer keys that are never reused, so a replaced row can never be confused with its predecessor, and keys grow
+with time. A removed row is a tombstone: it is forgotten by the scope (searches skip it) but stays in the graph,
+because usearch's own ``remove`` could spin for minutes on a graph under churn (a soak at capacity froze the
+server in it). Expiry is a heap with lazy deletion. Searches ask for more neighbours than requested (dead rows take
+some of the places) and run on one thread (the caller's).
+
+**Nothing is ever built in one go.** usearch holds the GIL while it inserts (~0.3 ms a row at 100,000 rows here),
+and the scope runs on the event loop: building a graph of 100,000 rows at once would stop every request for half
+a minute. So a new graph is filled a few rows at a time (:data:`MOVE_PER_ADD` per insert, newest rows first, since
+the oldest are the next to be evicted), while the rows not yet moved stay where they were and are searched there:
+
+- a scope that outgrows the exact matrix (:class:`cache.index.VectorIndex`) starts as an empty graph beside a copy
+  of the matrix (:meth:`AnnScope.from_rows`);
+- once the graph holds as many dead rows as live ones (a full cache evicts one row per insert), a fresh graph is
+  started beside it and the live rows move over; then the old graph is dropped, so memory stays bounded.
 """
 
 from __future__ import annotations
 
 import heapq
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -26,10 +35,51 @@ except ImportError:  # pragma: no cover - depends on the environment
 CONNECTIVITY = 16
 EXPANSION_ADD = 64
 EXPANSION_SEARCH = 64
+#: Rows moved from the previous graph (or matrix) to the one being built, per insert.
+MOVE_PER_ADD = 4
+#: A graph is rebuilt once it holds more dead rows than this and than live ones.
+MIN_DEAD_TO_REBUILD = 256
 
 
 def ann_available() -> bool:
     return _Index is not None
+
+
+class _Source(Protocol):
+    """Rows waiting to move to the new graph: searched where they are until they have moved."""
+
+    def vectors(self, keys: list[int]) -> np.ndarray: ...
+
+    def search(self, query: np.ndarray, count: int, frontier: int) -> tuple[list[int], list[float]]:
+        """Up to ``count`` nearest keys at most ``frontier`` (dead ones included), with their cosines."""
+        ...
+
+
+class _OldGraph:
+    def __init__(self, graph: Any) -> None:
+        self.graph = graph
+
+    def vectors(self, keys: list[int]) -> np.ndarray:
+        return np.asarray(self.graph.get(np.asarray(keys, dtype=np.uint64), dtype=np.float32), dtype=np.float32)
+
+    def search(self, query: np.ndarray, count: int, frontier: int) -> tuple[list[int], list[float]]:
+        found = self.graph.search(query, min(len(self.graph), count), threads=1)
+        return found.keys.tolist(), [1.0 - float(d) for d in found.distances.tolist()]
+
+
+class _OldMatrix:
+    """The exact matrix a scope outgrew; row ``i`` holds key ``i``."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self.matrix = np.array(vectors, dtype=np.float32)
+
+    def vectors(self, keys: list[int]) -> np.ndarray:
+        return self.matrix[keys]
+
+    def search(self, query: np.ndarray, count: int, frontier: int) -> tuple[list[int], list[float]]:
+        sims = self.matrix[: frontier + 1] @ query
+        top = np.argsort(-sims, kind="stable")[:count] if len(sims) > count else np.arange(len(sims))
+        return top.tolist(), sims[top].tolist()
 
 
 class AnnScope:
@@ -40,40 +90,47 @@ class AnnScope:
             raise RuntimeError("usearch is not installed")
         self._dim, self._dtype = dim, dtype
         self._index: Any = self._graph()
-        self._dead = 0
+        self._dead = 0  # dead rows in ``_index``
         self._key_of: dict[str, int] = {}
-        self._id_of: dict[int, str] = {}
+        self._id_of: dict[int, str] = {}  # live keys, ascending (keys only grow)
         self._expires: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._next_key = 0
+        # While a graph is being built: rows with a key below ``_cut`` that are still in ``_to_move`` (ascending;
+        # moved from the end) live in ``_old``; every other live row is in ``_index``.
+        self._old: _Source | None = None
+        self._cut = 0
+        self._to_move: list[int] = []
+
+    @classmethod
+    def from_rows(cls, ids: list[str], vectors: np.ndarray, expires: np.ndarray, dtype: str = "f16") -> AnnScope:
+        """A scope taking over an exact matrix's rows: they move into the graph a few per insert."""
+        scope = cls(int(vectors.shape[1]), dtype)
+        for entry_id, expires_at in zip(ids, expires.tolist(), strict=True):
+            scope._remember(entry_id, int(scope._keys(1)[0]), float(expires_at))
+        scope._old, scope._cut, scope._to_move = _OldMatrix(vectors), scope._next_key, list(range(len(ids)))
+        return scope
 
     def _graph(self) -> Any:
         return _Index(ndim=self._dim, metric="cos", dtype=self._dtype, connectivity=CONNECTIVITY,
                       expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
 
-    def _rebuild(self) -> None:
-        """A fresh graph of the live rows only (their stored, quantised vectors: cosine ignores the scale)."""
-        keys = np.fromiter(self._id_of, dtype=np.uint64, count=len(self._id_of))
-        graph = self._graph()
-        if len(keys):
-            vectors = np.asarray(self._index.get(keys, dtype=np.float32), dtype=np.float32)
-            graph.add(keys, np.ascontiguousarray(vectors), threads=1)
-        self._index, self._dead = graph, 0
-
     def __len__(self) -> int:
         return len(self._key_of)
+
+    @property
+    def building(self) -> bool:
+        """Whether rows are still moving into a new graph."""
+        return self._old is not None
 
     def _keys(self, count: int) -> np.ndarray:
         keys = np.arange(self._next_key, self._next_key + count, dtype=np.uint64)
         self._next_key += count
         return keys
 
-    def add_many(self, ids: list[str], vectors: np.ndarray, expires: np.ndarray) -> None:
-        """Rows known to be new (a scope being promoted)."""
-        keys = self._keys(len(ids))
-        self._index.add(keys, np.ascontiguousarray(vectors, dtype=np.float32), threads=1)
-        for entry_id, key, expires_at in zip(ids, keys.tolist(), expires.tolist(), strict=True):
-            self._remember(entry_id, int(key), float(expires_at))
+    def _waiting(self, key: int) -> bool:
+        """Whether ``key`` is still in the old graph or matrix."""
+        return self._old is not None and key < self._cut and bool(self._to_move) and key <= self._to_move[-1]
 
     def _remember(self, entry_id: str, key: int, expires_at: float) -> None:
         self._key_of[entry_id] = key
@@ -89,6 +146,28 @@ class AnnScope:
         key = int(self._keys(1)[0])
         self._index.add(key, unit, threads=1)
         self._remember(entry_id, key, expires_at)
+        self._move(MOVE_PER_ADD)
+
+    def _move(self, rows: int) -> None:
+        """Move up to ``rows`` live rows (newest first) from the old graph or matrix into the new graph."""
+        if self._old is None:
+            return
+        keys: list[int] = []
+        while self._to_move and len(keys) < rows:
+            key = self._to_move.pop()
+            if key in self._id_of:  # else removed since the move began
+                keys.append(key)
+        if keys:
+            self._index.add(np.asarray(keys, dtype=np.uint64), np.ascontiguousarray(self._old.vectors(keys)),
+                            threads=1)
+        if not self._to_move:
+            self._old, self._to_move = None, []
+
+    def _start_rebuild(self) -> None:
+        """A fresh graph for new rows; the live ones move into it a few per insert, the dead stay behind."""
+        self._old, self._cut = _OldGraph(self._index), self._next_key
+        self._to_move = list(self._id_of)  # ascending: keys only grow and dict order is insertion order
+        self._index, self._dead = self._graph(), 0
 
     def remove(self, entry_id: str) -> bool:
         key = self._key_of.pop(entry_id, None)
@@ -96,9 +175,10 @@ class AnnScope:
             return False
         del self._id_of[key]
         del self._expires[entry_id]
-        self._dead += 1
-        if self._dead > max(len(self._key_of), 256):
-            self._rebuild()
+        if not self._waiting(key):  # a row still in the old graph is dropped with it
+            self._dead += 1
+        if self._old is None and self._dead > max(len(self._key_of), MIN_DEAD_TO_REBUILD):
+            self._start_rebuild()
         return True
 
     def expired(self, now: float) -> list[str]:
@@ -113,11 +193,18 @@ class AnnScope:
         if not self._key_of or k <= 0:
             return []
         wanted = k + 2 + min(self._dead, 4 * k + 16)  # dead rows may take some of the nearest places
-        found = self._index.search(query, min(len(self._key_of) + self._dead, wanted), threads=1)
         out: list[tuple[str, float]] = []
-        for key, distance in zip(found.keys.tolist(), found.distances.tolist(), strict=True):
-            entry_id = self._id_of.get(int(key))
-            if entry_id is not None:
-                out.append((entry_id, 1.0 - float(distance)))
+        if len(self._index):
+            found = self._index.search(query, min(len(self._index), wanted), threads=1)
+            for key, distance in zip(found.keys.tolist(), found.distances.tolist(), strict=True):
+                entry_id = self._id_of.get(int(key))
+                if entry_id is not None:
+                    out.append((entry_id, 1.0 - float(distance)))
+        if self._old is not None and self._to_move:
+            keys, sims = self._old.search(query, k + 2 + 4 * k + 16, self._to_move[-1])
+            for key, similarity in zip(keys, sims, strict=True):
+                entry_id = self._id_of.get(int(key))
+                if entry_id is not None and self._waiting(int(key)):
+                    out.append((entry_id, float(similarity)))
         out.sort(key=lambda pair: -pair[1])
         return out[:k]

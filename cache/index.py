@@ -4,7 +4,8 @@ Used directly by :class:`~cache.store.MemoryStore`, and by :class:`~cache.redis_
 replica's local mirror of the vectors held in Redis. A scope starts as a numpy matrix searched exactly (one
 matrix-vector product); once it holds ``ann_min_rows`` rows it moves to an HNSW graph (``usearch``, int8
 vectors, ~0.2 ms per search at 100,000 rows where the product costs 10+ ms on a busy 2-core machine). HNSW is
-approximate: at 100,000 real questions the nearest row is found ~98% of the time.
+approximate: at 100,000 real questions the nearest row is found ~98% of the time. No graph is built in one go
+on the event loop: rows move into it a few per insert (:mod:`cache.ann`).
 """
 
 from __future__ import annotations
@@ -122,10 +123,9 @@ class _ScopeMatrix:
 
 
 def _promote(matrix: _ScopeMatrix, dtype: str) -> AnnScope:
+    """An HNSW scope taking over the matrix's rows (they move into the graph a few per insert, see cache.ann)."""
     ids, vectors, expires = matrix.rows_of()
-    ann = AnnScope(vectors.shape[1], dtype)
-    ann.add_many(list(ids), vectors, expires)
-    return ann
+    return AnnScope.from_rows(list(ids), vectors, expires, dtype)
 
 
 class VectorIndex:

@@ -1,0 +1,113 @@
+"""HNSW scopes never build a graph in one go: rows move a few per insert, and searches stay right meanwhile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cache import ann
+from cache.ann import MOVE_PER_ADD, AnnScope
+from cache.index import VectorIndex
+
+pytestmark = pytest.mark.skipif(not ann.ann_available(), reason="usearch is not installed")
+
+
+def _unit(rng: np.random.Generator, dim: int) -> np.ndarray:
+    vector = rng.standard_normal(dim).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def _brute_best(live: dict[str, np.ndarray], query: np.ndarray) -> tuple[str, float]:
+    ids = list(live)
+    sims = np.stack([live[i] for i in ids]) @ query
+    return ids[int(np.argmax(sims))], float(np.max(sims))
+
+
+def test_promotion_builds_nothing_at_once_and_moves_every_row() -> None:
+    rng = np.random.default_rng(1)
+    index = VectorIndex(ann_min_rows=200, ann_dtype="f16")
+    live: dict[str, np.ndarray] = {}
+    for i in range(200):
+        live[f"id{i}"] = vector = _unit(rng, 24)
+        index.add("s", f"id{i}", vector, expires_at=1e12)
+    scope = index._scopes["s"]
+    assert isinstance(scope, AnnScope) and scope.building
+    assert len(scope._index) == 0  # the promoting insert built no graph: the rows wait in the old matrix
+    for i in range(200, 300):
+        before = len(scope._index)
+        live[f"id{i}"] = vector = _unit(rng, 24)
+        index.add("s", f"id{i}", vector, expires_at=1e12)
+        assert len(scope._index) - before <= 1 + MOVE_PER_ADD
+        query = _unit(rng, 24)
+        best_id, best_sim = _brute_best(live, query)
+        found = index.search("s", query, k=3, now=0)
+        assert found[0].similarity == pytest.approx(best_sim, abs=2e-3), best_id
+    assert not scope.building  # 100 inserts moved the 200 waiting rows
+    assert len(scope._index) == 300
+
+
+def test_rebuild_under_eviction_moves_rows_gradually_and_drops_the_old_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ann, "MIN_DEAD_TO_REBUILD", 16)
+    rng = np.random.default_rng(2)
+    scope = AnnScope(16, "f16")
+    live: dict[str, np.ndarray] = {}
+    order: list[str] = []
+    rebuilds = 0
+    for i in range(1500):
+        was_building = scope.building
+        before = len(scope._index)
+        live[f"e{i}"] = vector = _unit(rng, 16)
+        scope.add(f"e{i}", vector, 1e12)
+        order.append(f"e{i}")
+        if not was_building:
+            assert len(scope._index) == before + 1
+        elif scope.building:
+            assert len(scope._index) - before <= 1 + MOVE_PER_ADD
+        if len(order) > 120:  # a full cache: each insert evicts the oldest row
+            oldest = order.pop(0)
+            del live[oldest]
+            assert scope.remove(oldest)
+            if scope.building and not was_building:
+                rebuilds += 1
+                assert len(scope._index) == 0  # a fresh graph, filled from here on
+        query = _unit(rng, 16)
+        found = scope.search(query, 4)
+        assert {entry_id for entry_id, _ in found} <= set(live)
+        assert found[0][1] == pytest.approx(_brute_best(live, query)[1], abs=2e-3)
+        assert len(scope._index) <= 2 * len(scope) + 16 + 1 + 120 // MOVE_PER_ADD * (1 + MOVE_PER_ADD)
+    assert rebuilds >= 3  # the churn went through several complete rebuilds
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["add", "remove", "readd"]), st.integers(0, 59)), min_size=1,
+                max_size=300), st.integers(0, 2**32 - 1))
+def test_any_sequence_of_inserts_and_removals_keeps_searches_exact(ops: list[tuple[str, int]], seed: int) -> None:
+    """Small scopes (HNSW on a few dozen rows is exact), a rebuild after 4 dead rows, promotion at 8 rows: whatever
+    the sequence, a search returns only live ids, with their true cosine, the best first."""
+    rng = np.random.default_rng(seed)
+    original = ann.MIN_DEAD_TO_REBUILD
+    ann.MIN_DEAD_TO_REBUILD = 4
+    try:
+        index = VectorIndex(ann_min_rows=8, ann_dtype="f16")
+        live: dict[str, np.ndarray] = {}
+        for op, n in ops:
+            entry_id = f"id{n}"
+            if op == "remove":
+                assert index.remove(entry_id) == (live.pop(entry_id, None) is not None)
+            else:
+                if op == "add" and entry_id in live:
+                    continue
+                live[entry_id] = vector = _unit(rng, 8)
+                index.add("s", entry_id, vector, expires_at=1e12)
+            if live:
+                query = _unit(rng, 8)
+                found = index.search("s", query, k=3, now=0)
+                assert len(found) == min(3, len(live))
+                assert {m.id for m in found} <= set(live)
+                for match in found:
+                    assert match.similarity == pytest.approx(float(live[match.id] @ query), abs=2e-3)
+                assert found[0].similarity == pytest.approx(_brute_best(live, query)[1], abs=2e-3)
+    finally:
+        ann.MIN_DEAD_TO_REBUILD = original
