@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("overhead", "cache_hit_rate", "lookup_stages", "embedder_speed", "compression", "limiter",
+BENCHMARKS = ("overhead", "cache_hit_rate", "lookup_stages", "index_churn", "embedder_speed", "compression", "limiter",
               "persistence", "replay_speed", "hostile")
 
 

@@ -121,3 +121,22 @@ def test_fill_sources_leave_out_the_texts_the_hit_phases_ask(tmp_path: Path) -> 
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert fill_sources(data) == [f"Question {i} b?" for i in range(4)]
     assert fill_sources(data, {"Question 1 b?", "Question 1 a?"}) == ["Question 0 b?", "Question 2 b?", "Question 3 b?"]
+
+
+def test_index_churn_runs_until_the_rebuild_ends_and_sees_the_one_go_stall_as_one_insert() -> None:
+    import numpy as np
+
+    from benchmarks.index_churn import churn
+    from cache import ann
+
+    if not ann.ann_available():
+        pytest.skip("usearch is not installed")
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((600, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    before = ann.MOVE_PER_ADD
+    gradual, at_once = churn(vectors, 300, 4), churn(vectors, 300, 10**9)
+    assert ann.MOVE_PER_ADD == before  # the module's setting is restored
+    # both went past the rebuild trigger (more evictions than live rows), and the gradual one kept moving after it
+    assert at_once["inserts"] > 300 and gradual["inserts"] > at_once["inserts"]
+    assert gradual["largest_graph_rows"] <= 2 * 300 + ann.MIN_DEAD_TO_REBUILD + 1

@@ -1,0 +1,120 @@
+"""How long one insert can hold the event loop in a full cache: the HNSW scope under eviction churn, in process.
+
+    .venv/bin/python -m benchmarks.index_churn [--quick] [--data ../shared/data/qqp-dev.jsonl]
+
+A scope of the default cache's gate index (``cache.ann.AnnScope``: usearch, int8, the gate's 256-dimension static
+vectors of real-looking questions, spliced as in ``benchmarks.peers``) is filled to 100,000 rows, then takes
+inserts that each evict the oldest row, as a full cache does, until its graph has been rebuilt (dead rows as many
+as live ones) and the rebuild has finished. usearch holds the GIL while it inserts, and the index runs on the event
+loop, so the longest insert is how long every other request waits. Two ways, in the same run:
+
+- ``gradual`` (deja's): the new graph is filled ``MOVE_PER_ADD`` rows per insert, searching the old one meanwhile;
+- ``at_once``: the whole graph rebuilt inside one insert (the previous behaviour, and any "rebuild on a
+  threshold" design).
+
+Reported per way: insert p50 / p99 / max (ms), the search p50 / max during the churn, and the rows of the largest
+graph. Writes ``benchmarks/results/index_churn.json`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.peers import fill_sources, spliced
+from benchmarks.qqp import DEFAULT_QQP
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _vectors(data: Path, n: int) -> np.ndarray:
+    from cache.gate import StaticEmbedder
+
+    gate = StaticEmbedder.load()
+    return np.stack([gate.embed(text) for text in spliced(fill_sources(data), n)]).astype(np.float32)
+
+
+def churn(vectors: np.ndarray, capacity: int, move_per_add: int) -> dict[str, Any]:
+    from cache import ann
+
+    original, ann.MOVE_PER_ADD = ann.MOVE_PER_ADD, move_per_add
+    try:
+        return _churn(ann.AnnScope(vectors.shape[1], "i8"), vectors, capacity, move_per_add)
+    finally:
+        ann.MOVE_PER_ADD = original
+
+
+def _churn(scope: Any, vectors: np.ndarray, capacity: int, move_per_add: int) -> dict[str, Any]:
+    for i in range(capacity):
+        scope.add(f"e{i}", vectors[i % len(vectors)], 1e12)
+    inserts: list[float] = []
+    searches: list[float] = []
+    largest, rebuilt, i = 0, False, capacity
+    while not rebuilt or scope.building:
+        started = time.perf_counter()
+        scope.add(f"e{i}", vectors[i % len(vectors)], 1e12)
+        scope.remove(f"e{i - capacity}")
+        inserts.append(time.perf_counter() - started)
+        rebuilt = rebuilt or scope.building
+        largest = max(largest, len(scope._index))
+        if i % 50 == 0:
+            started = time.perf_counter()
+            scope.search(vectors[(i * 7919) % len(vectors)], 5)
+            searches.append(time.perf_counter() - started)
+        i += 1
+    ms = np.array(inserts) * 1000
+    return {"move_per_add": move_per_add, "inserts": len(inserts),
+            "insert_p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "insert_p99_ms": round(float(np.percentile(ms, 99)), 3), "insert_max_ms": round(float(ms.max()), 1),
+            "inserts_over_50ms": int((ms > 50).sum()),
+            "search_p50_ms": round(float(np.percentile(searches, 50)) * 1000, 3),
+            "search_max_ms": round(float(np.max(searches)) * 1000, 1), "largest_graph_rows": largest}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10,000 rows")
+    parser.add_argument("--data", type=Path, default=DEFAULT_QQP)
+    parser.add_argument("--out", type=Path, default=RESULTS / "index_churn.json")
+    args = parser.parse_args()
+    from cache import ann
+
+    capacity = 10_000 if args.quick else 100_000
+    vectors = _vectors(args.data, capacity + capacity // 2)
+    result = {"benchmark": "index_churn", "quick": args.quick, "rows": capacity, "dim": int(vectors.shape[1]),
+              "gradual": churn(vectors, capacity, ann.MOVE_PER_ADD),
+              "at_once": churn(vectors, capacity, 10**9)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    plot(result, args.out.with_suffix(".png"))
+    print(json.dumps(result, indent=1))
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ways = ["gradual", "at_once"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for offset, (metric, label) in enumerate((("insert_p99_ms", "p99"), ("insert_max_ms", "max"))):
+        ax.bar([x + 0.4 * offset for x in range(len(ways))], [result[w][metric] for w in ways], width=0.4,
+               label=f"insert {label}")
+    ax.set_yscale("log")
+    ax.set_xticks([x + 0.2 for x in range(len(ways))], ways)
+    ax.set_ylabel("ms the event loop is held (log)")
+    ax.set_title(f"one insert into a full {result['rows']:,}-row HNSW scope under eviction churn")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
