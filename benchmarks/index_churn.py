@@ -18,7 +18,6 @@ graph. Writes ``benchmarks/results/index_churn.json`` and ``.png``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -27,9 +26,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.peers import fill_sources, spliced
-from benchmarks.qqp import DEFAULT_QQP
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.qqp import results_parser
 
 
 def _vectors(data: Path, n: int) -> np.ndarray:
@@ -77,11 +74,7 @@ def _churn(scope: Any, vectors: np.ndarray, capacity: int, move_per_add: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10,000 rows")
-    parser.add_argument("--data", type=Path, default=DEFAULT_QQP)
-    parser.add_argument("--out", type=Path, default=RESULTS / "index_churn.json")
-    args = parser.parse_args()
+    args = results_parser(__doc__ or "", "index_churn", "10,000 rows").parse_args()
     from cache import ann
 
     capacity = 10_000 if args.quick else 100_000

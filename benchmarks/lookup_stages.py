@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.peers import fill_sources, load_data, spliced
-from benchmarks.qqp import DEFAULT_QQP
+from benchmarks.qqp import results_parser
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ANSWER = {"id": "chatcmpl-bench", "object": "chat.completion", "model": "bench",
           "choices": [{"index": 0, "message": {"role": "assistant", "content": "An answer. " * 20},
                        "finish_reason": "stop"}],
@@ -106,11 +105,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10,000 entries, 100 questions per phase")
-    parser.add_argument("--data", type=Path, default=DEFAULT_QQP)
-    parser.add_argument("--out", type=Path, default=RESULTS / "lookup_stages.json")
-    args = parser.parse_args()
+    args = results_parser(__doc__ or "", "lookup_stages", "10,000 entries, 100 questions per phase").parse_args()
     result = asyncio.run(main_async(args))
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     plot(result, args.out.with_suffix(".png"))

@@ -7,6 +7,7 @@ reported figure comes from ``test``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import json
@@ -172,3 +173,12 @@ def pool_outcome(setup: PoolSetup, accept: np.ndarray) -> Outcome:
 def pair_outcome(labels: np.ndarray, accept: np.ndarray) -> Outcome:
     """Pair by pair: each pair's text_b looked up against its own text_a only."""
     return Outcome(int(accept.sum()), int((accept & (labels == 1)).sum()), int((labels == 1).sum()))
+
+
+def results_parser(doc: str, name: str, quick_help: str) -> argparse.ArgumentParser:
+    """The options every QQP-based benchmark takes: ``--quick``, ``--data`` and ``--out`` (results/<name>.json)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--data", type=Path, default=DEFAULT_QQP)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / f"{name}.json")
+    return parser
