@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,12 +69,33 @@ def embed_all(texts: Sequence[str], cache_path: str | Path | None = None, *, chu
             known = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
     missing = [t for t in unique if t not in known]
     if missing:
-        vectors = asyncio.run(_embed(missing, chunk))
+        vectors = _static_embed(missing) if _BACKEND["static"] else asyncio.run(_embed(missing, chunk))
         known.update(zip(missing, vectors, strict=True))
         if cache_path is not None:
             keys = sorted(known)
             np.savez(cache_path, texts=np.array(keys), vectors=np.stack([known[k] for k in keys]))
     return np.stack([known[t] for t in texts]).astype(np.float32)
+
+
+_BACKEND = {"static": False}
+
+
+@contextlib.contextmanager
+def static_vectors() -> Iterator[None]:
+    """Within: ``embed_all`` (and so every pool and fit here) uses the gate's static vectors
+    (``cache.gate.StaticEmbedder``) instead of the transformer's, e.g. to fit a verifier on the static cosine."""
+    _BACKEND["static"] = True
+    try:
+        yield
+    finally:
+        _BACKEND["static"] = False
+
+
+def _static_embed(texts: list[str]) -> np.ndarray:
+    from cache.gate import StaticEmbedder
+
+    gate = StaticEmbedder.load()
+    return np.stack([gate.embed(text) for text in texts]).astype(np.float32)
 
 
 async def make_embedder(**kwargs: Any) -> Any:

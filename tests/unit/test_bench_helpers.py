@@ -140,3 +140,17 @@ def test_index_churn_runs_until_the_rebuild_ends_and_sees_the_one_go_stall_as_on
     # both went past the rebuild trigger (more evictions than live rows), and the gradual one kept moving after it
     assert at_once["inserts"] > 300 and gradual["inserts"] > at_once["inserts"]
     assert gradual["largest_graph_rows"] <= 2 * 300 + ann.MIN_DEAD_TO_REBUILD + 1
+
+
+def test_static_vectors_switches_embed_all_to_the_gate_and_back(tmp_path: Path) -> None:
+    import numpy as np
+
+    from benchmarks import qqp
+    from cache.gate import StaticEmbedder
+
+    texts = ["How do I learn Python?", "What is the capital of France?"]
+    gate = StaticEmbedder.load()
+    with qqp.static_vectors():
+        vectors = qqp.embed_all(texts, tmp_path / "static.npz")
+    assert np.allclose(vectors, np.stack([gate.embed(t) for t in texts]), atol=1e-6)
+    assert qqp._BACKEND["static"] is False  # restored on the way out
