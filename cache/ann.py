@@ -17,6 +17,10 @@ the oldest are the next to be evicted), while the rows not yet moved stay where 
   of the matrix (:meth:`AnnScope.from_rows`);
 - once the graph holds as many dead rows as live ones (a full cache evicts one row per insert), a fresh graph is
   started beside it and the live rows move over; then the old graph is dropped, so memory stays bounded.
+
+The old graph is asked for more neighbours the fewer of its rows still wait (the rest are dead or have moved);
+once that would pass :data:`MAX_OLD_NEIGHBOURS`, its last waiting rows are copied out and searched exactly, as the
+outgrown matrix is.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import heapq
 from typing import Any, Protocol
 
 import numpy as np
+
+from cache.blas import blas_limit
 
 _Index: Any
 try:
@@ -39,6 +45,9 @@ EXPANSION_SEARCH = 64
 MOVE_PER_ADD = 4
 #: A graph is rebuilt once it holds more dead rows than this and than live ones.
 MIN_DEAD_TO_REBUILD = 256
+#: The most neighbours a search asks of a graph being replaced; past that, its last waiting rows are searched
+#: exactly (at most ~17,000 at 100,000 rows, top_k 5).
+MAX_OLD_NEIGHBOURS = 256
 
 
 def ann_available() -> bool:
@@ -50,36 +59,67 @@ class _Source(Protocol):
 
     def vectors(self, keys: list[int]) -> np.ndarray: ...
 
-    def search(self, query: np.ndarray, count: int, frontier: int) -> tuple[list[int], list[float]]:
-        """Up to ``count`` nearest keys at most ``frontier`` (dead ones included), with their cosines."""
+    def drop(self, key: int) -> None:
+        """The row has moved or was removed: searches need not find it here any more."""
+        ...
+
+    def search(self, query: np.ndarray, count: int) -> tuple[list[int], list[float]]:
+        """Up to ``count`` nearest keys with their cosines (a graph's may include rows no longer waiting)."""
         ...
 
 
 class _OldGraph:
+    """The graph being replaced. Its dead rows (and, as the build goes on, the rows that have moved) take some of
+    the nearest places, so a search asks it for more the fewer rows still wait (see ``AnnScope.search``)."""
+
     def __init__(self, graph: Any) -> None:
         self.graph = graph
+        self.rows = len(graph)
 
     def vectors(self, keys: list[int]) -> np.ndarray:
         return np.asarray(self.graph.get(np.asarray(keys, dtype=np.uint64), dtype=np.float32), dtype=np.float32)
 
-    def search(self, query: np.ndarray, count: int, frontier: int) -> tuple[list[int], list[float]]:
-        found = self.graph.search(query, min(len(self.graph), count), threads=1)
+    def drop(self, key: int) -> None:
+        return None
+
+    def search(self, query: np.ndarray, count: int) -> tuple[list[int], list[float]]:
+        found = self.graph.search(query, min(self.rows, count), threads=1)
         return found.keys.tolist(), [1.0 - float(d) for d in found.distances.tolist()]
 
 
-class _OldMatrix:
-    """The exact matrix a scope outgrew; row ``i`` holds key ``i``."""
+class _OldRows:
+    """Waiting rows searched exactly: the matrix a scope outgrew, or the last rows of a graph being replaced.
+    ``keys`` ascending."""
 
-    def __init__(self, vectors: np.ndarray) -> None:
-        self.matrix = np.array(vectors, dtype=np.float32)
+    def __init__(self, keys: list[int], vectors: np.ndarray) -> None:
+        self.keys = np.asarray(keys, dtype=np.int64)
+        self.matrix = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(keys), -1)
+        self.live = np.ones(len(keys), dtype=bool)
+        self.left = len(keys)
+
+    def _row(self, key: int) -> int | None:
+        row = int(np.searchsorted(self.keys, key))
+        return row if row < len(self.keys) and int(self.keys[row]) == key else None
 
     def vectors(self, keys: list[int]) -> np.ndarray:
-        return self.matrix[keys]
+        return self.matrix[np.searchsorted(self.keys, keys)]
 
-    def search(self, query: np.ndarray, count: int, frontier: int) -> tuple[list[int], list[float]]:
-        sims = self.matrix[: frontier + 1] @ query
-        top = np.argsort(-sims, kind="stable")[:count] if len(sims) > count else np.arange(len(sims))
-        return top.tolist(), sims[top].tolist()
+    def drop(self, key: int) -> None:
+        row = self._row(key)
+        if row is not None and self.live[row]:
+            self.live[row] = False
+            self.left -= 1
+
+    def search(self, query: np.ndarray, count: int) -> tuple[list[int], list[float]]:
+        count = min(count, self.left)
+        if count <= 0:
+            return [], []
+        with blas_limit(self.matrix.size):
+            sims = self.matrix @ query
+        sims[~self.live] = -np.inf
+        top = np.argpartition(-sims, count - 1)[:count] if len(sims) > count else np.flatnonzero(self.live)
+        top = top[np.argsort(-sims[top], kind="stable")]
+        return self.keys[top].tolist(), sims[top].tolist()
 
 
 class AnnScope:
@@ -101,6 +141,7 @@ class AnnScope:
         self._old: _Source | None = None
         self._cut = 0
         self._to_move: list[int] = []
+        self._waiting_count = 0  # live rows still waiting in ``_old``
 
     @classmethod
     def from_rows(cls, ids: list[str], vectors: np.ndarray, expires: np.ndarray, dtype: str = "f16") -> AnnScope:
@@ -108,7 +149,9 @@ class AnnScope:
         scope = cls(int(vectors.shape[1]), dtype)
         for entry_id, expires_at in zip(ids, expires.tolist(), strict=True):
             scope._remember(entry_id, int(scope._keys(1)[0]), float(expires_at))
-        scope._old, scope._cut, scope._to_move = _OldMatrix(vectors), scope._next_key, list(range(len(ids)))
+        keys = list(range(len(ids)))
+        scope._old, scope._cut, scope._to_move = _OldRows(keys, vectors), scope._next_key, list(keys)
+        scope._waiting_count = len(keys)
         return scope
 
     def _graph(self) -> Any:
@@ -160,6 +203,9 @@ class AnnScope:
         if keys:
             self._index.add(np.asarray(keys, dtype=np.uint64), np.ascontiguousarray(self._old.vectors(keys)),
                             threads=1)
+            for key in keys:
+                self._old.drop(key)
+            self._waiting_count -= len(keys)
         if not self._to_move:
             self._old, self._to_move = None, []
 
@@ -167,6 +213,7 @@ class AnnScope:
         """A fresh graph for new rows; the live ones move into it a few per insert, the dead stay behind."""
         self._old, self._cut = _OldGraph(self._index), self._next_key
         self._to_move = list(self._id_of)  # ascending: keys only grow and dict order is insertion order
+        self._waiting_count = len(self._to_move)
         self._index, self._dead = self._graph(), 0
 
     def remove(self, entry_id: str) -> bool:
@@ -175,11 +222,28 @@ class AnnScope:
             return False
         del self._id_of[key]
         del self._expires[entry_id]
-        if not self._waiting(key):  # a row still in the old graph is dropped with it
+        if self._old is not None and self._waiting(key):  # a row still in the old store is dropped with it
+            self._old.drop(key)
+            self._waiting_count -= 1
+        else:
             self._dead += 1
         if self._old is None and self._dead > max(len(self._key_of), MIN_DEAD_TO_REBUILD):
             self._start_rebuild()
         return True
+
+    def _search_old(self, query: np.ndarray, k: int) -> tuple[list[int], list[float]]:
+        """The nearest rows still waiting. From a graph, ask for enough neighbours that the rows it no longer
+        serves (dead, or moved) leave about as much room as a graph half dead did (the most a live graph holds);
+        once that is more than :data:`MAX_OLD_NEIGHBOURS`, copy the few rows still waiting out and search them
+        exactly from then on."""
+        assert self._old is not None
+        if isinstance(self._old, _OldGraph):
+            wanted = -(-(5 * k + 18) * self._old.rows // (2 * max(1, self._waiting_count)))
+            if wanted <= MAX_OLD_NEIGHBOURS:
+                return self._old.search(query, wanted)
+            waiting = [key for key in self._to_move if key in self._id_of]
+            self._old, self._to_move = _OldRows(waiting, self._old.vectors(waiting)), waiting
+        return self._old.search(query, k)
 
     def expired(self, now: float) -> list[str]:
         gone: list[str] = []
@@ -201,7 +265,7 @@ class AnnScope:
                 if entry_id is not None:
                     out.append((entry_id, 1.0 - float(distance)))
         if self._old is not None and self._to_move:
-            keys, sims = self._old.search(query, k + 2 + 4 * k + 16, self._to_move[-1])
+            keys, sims = self._search_old(query, k)
             for key, similarity in zip(keys, sims, strict=True):
                 entry_id = self._id_of.get(int(key))
                 if entry_id is not None and self._waiting(int(key)):

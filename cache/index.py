@@ -10,34 +10,17 @@ on the event loop: rows move into it a few per insert (:mod:`cache.ann`).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from cache.ann import AnnScope, ann_available
+from cache.blas import blas_limit
 from cache.errors import CacheConfigError
 
 _INITIAL_ROWS = 16
 #: A scope this large moves to the HNSW index (measured: the exact product costs ~0.3 ms at this size here).
 DEFAULT_ANN_MIN_ROWS = 2048
-# Above this many matrix elements, run the product with single-threaded BLAS: on a small, busy machine
-# OpenBLAS's threads make a 10k x 384 product ~10x slower, and it runs on the event loop.
-_SINGLE_THREAD_ABOVE = 100_000
-
-try:  # threadpoolctl comes with sentence-transformers (via scikit-learn); optional here
-    from threadpoolctl import ThreadpoolController
-
-    _BLAS: Any = ThreadpoolController()
-except ImportError:  # pragma: no cover - depends on the environment
-    _BLAS = None
-
-
-def _blas_limit(elements: int) -> contextlib.AbstractContextManager[Any]:
-    if _BLAS is None or elements <= _SINGLE_THREAD_ABOVE:
-        return contextlib.nullcontext()
-    return _BLAS.limit(limits=1, user_api="blas")
 
 
 @dataclass(frozen=True)
@@ -112,7 +95,7 @@ class _ScopeMatrix:
         size = len(self.ids)
         if size == 0 or k <= 0:
             return []
-        with _blas_limit(size * query.shape[0]):
+        with blas_limit(size * query.shape[0]):
             sims = self.vectors[:size] @ query
         if size > k:
             top = np.argpartition(-sims, k - 1)[:k]

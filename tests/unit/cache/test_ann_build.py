@@ -111,3 +111,46 @@ def test_any_sequence_of_inserts_and_removals_keeps_searches_exact(ops: list[tup
                 assert found[0].similarity == pytest.approx(_brute_best(live, query)[1], abs=2e-3)
     finally:
         ann.MIN_DEAD_TO_REBUILD = original
+
+
+def test_rows_removed_while_waiting_do_not_hide_the_next_nearest() -> None:
+    """The k rows nearest a query are removed before they move: a search still finds the next nearest ones."""
+    rng = np.random.default_rng(5)
+    index = VectorIndex(ann_min_rows=400, ann_dtype="f16")
+    query = _unit(rng, 16)
+    live: dict[str, np.ndarray] = {}
+    for i in range(400):
+        raw = _unit(rng, 16) if i >= 10 else _unit(rng, 16) * 0.2 + query  # the first ten sit near the query
+        live[f"id{i}"] = vector = raw / np.linalg.norm(raw)
+        index.add("s", f"id{i}", vector, expires_at=1e12)
+    scope = index._scopes["s"]
+    assert isinstance(scope, AnnScope) and scope.building
+    for i in range(10):  # the ten nearest, all still waiting in the old matrix
+        assert index.remove(f"id{i}")
+        del live[f"id{i}"]
+    found = index.search("s", query, k=3, now=0)
+    expected = sorted(live, key=lambda entry_id: -float(live[entry_id] @ query))[:3]
+    assert [m.id for m in found] == expected
+
+
+def test_a_graph_being_replaced_hands_its_last_waiting_rows_to_an_exact_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ann, "MIN_DEAD_TO_REBUILD", 16)
+    monkeypatch.setattr(ann, "MAX_OLD_NEIGHBOURS", 64)
+    rng = np.random.default_rng(6)
+    scope = AnnScope(16, "f16")
+    live: dict[str, np.ndarray] = {}
+    order: list[str] = []
+    kinds: set[str] = set()
+    for i in range(1200):
+        live[f"e{i}"] = vector = _unit(rng, 16)
+        scope.add(f"e{i}", vector, 1e12)
+        order.append(f"e{i}")
+        if len(order) > 200:
+            oldest = order.pop(0)
+            del live[oldest]
+            scope.remove(oldest)
+        query = _unit(rng, 16)
+        found = scope.search(query, 5)
+        kinds.add(type(scope._old).__name__)
+        assert [entry_id for entry_id, _ in found][0] == max(live, key=lambda e: float(live[e] @ query))
+    assert {"_OldGraph", "_OldRows"} <= kinds  # builds went through both ways of searching the waiting rows
