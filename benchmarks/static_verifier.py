@@ -9,7 +9,7 @@ transformer (deja's default embedder) or the gate's static vectors (``cache.gate
 For each target served-right share (Wilson lower bound at 80% confidence), the rules, floor and cutoff that serve
 the most duplicates out of fold are chosen (without the shipped model's must-serve pairs), then applied to the
 held-out ``test`` split as a cache. Reported per source and target: the out-of-fold and test outcomes (served,
-right, share right, share of duplicates served). Takes ~20 minutes on 2 cores; not part of ``make bench``.
+right, share right, share of duplicates served). Takes ~12 minutes on 2 cores; not part of ``make bench``.
 Writes ``benchmarks/results/static_verifier.json``.
 """
 
