@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.calibrate_cache import candidate_table
+from benchmarks.calibrate_cache import accepted, candidate_table
 from benchmarks.qqp import (
     DEFAULT_QQP,
     Outcome,
@@ -49,7 +49,7 @@ from cache.gate import StaticEmbedder
 from cache.scope import build_scope
 from cache.semantic import SemanticCache
 from cache.store import MemoryStore
-from cache.verify import RULES, Verifier
+from cache.verify import Verifier
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLDS = np.round(np.arange(0.70, 1.0001, 0.005), 3)
@@ -181,9 +181,8 @@ def simulate(pairs: list[Pair], cache_path: Path | None) -> dict[str, Any]:
     setup = pool_setup(pairs, cache_path)
     verifier = Verifier.load_default()
     prob, rules = candidate_table(setup, verifier)
-    blocked = rules[:, :, [i for i, r in enumerate(RULES) if r in verifier.params.rules]].any(axis=2)
-    floor, cutoff = verifier.default_min_similarity, verifier.params.cutoff
-    accept = ((setup.cand_cosine >= floor) & ~blocked & (prob >= cutoff)) | setup.cand_same
+    accept = accepted(setup, prob, rules, verifier.params.rules, verifier.default_min_similarity,
+                      verifier.params.cutoff)
     deja_pool = pool_outcome(setup, accept)
     wrong = wrong_kinds(setup, accept)
     pair_ok = np.array([verifier.check(p.text_b, p.text_a, float(c)).accept for p, c in

@@ -32,6 +32,7 @@ import re
 import statistics
 import sys
 from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +240,13 @@ def candidate_table(setup: PoolSetup, verifier: Verifier) -> tuple[np.ndarray, n
             for r, rule in enumerate(RULES):
                 rules[i, j, r] = fired_rule(facts, frozenset({rule})) is not None
     return prob, rules
+
+
+def accepted(setup: PoolSetup, prob: np.ndarray, rules: np.ndarray, rule_names: Collection[str], floor: float,
+             cutoff: float) -> np.ndarray:
+    """(n, k) which candidates a verifier with these hard rules, floor and cutoff accepts (the query itself always)."""
+    blocked = rules[:, :, [RULES.index(r) for r in RULES if r in rule_names]].any(axis=2)
+    return ((setup.cand_cosine >= floor) & ~blocked & (prob >= cutoff)) | setup.cand_same
 
 
 def precision_lower_bound(right: int, served: int, z: float) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import sys
@@ -91,10 +92,15 @@ def static_vectors() -> Iterator[None]:
         _BACKEND["static"] = False
 
 
-def _static_embed(texts: list[str]) -> np.ndarray:
+@functools.cache
+def _gate() -> Any:
     from cache.gate import StaticEmbedder
 
-    gate = StaticEmbedder.load()
+    return StaticEmbedder.load()
+
+
+def _static_embed(texts: list[str]) -> np.ndarray:
+    gate = _gate()
     return np.stack([gate.embed(text) for text in texts]).astype(np.float32)
 
 

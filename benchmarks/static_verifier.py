@@ -23,10 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.calibrate_cache import TOP_K, TRAIN_MIN_COSINE, candidate_table, fit_model, out_of_fold, search
+from benchmarks.calibrate_cache import (
+    TOP_K,
+    TRAIN_MIN_COSINE,
+    accepted,
+    candidate_table,
+    fit_model,
+    out_of_fold,
+    search,
+)
 from benchmarks.qqp import Outcome, PoolSetup, load_split, pool_outcome, pool_setup, results_parser, static_vectors
 from cache.features import WordVectors
-from cache.verify import DEFAULT_PARAMS_PATH, RULES, Verifier, VerifierParams
+from cache.verify import DEFAULT_PARAMS_PATH, Verifier, VerifierParams
 
 FIT = {"bags": 5, "trees": 150, "depth": 3, "rate": 0.06}
 
@@ -38,9 +46,7 @@ def _summary(outcome: Outcome) -> dict[str, Any]:
 
 def apply(setup: PoolSetup, prob: np.ndarray, rules: np.ndarray, chosen: dict[str, Any]) -> Outcome:
     """Serve each query's first candidate that passes the chosen rules, floor and cutoff."""
-    blocked = rules[:, :, [RULES.index(r) for r in chosen["rules"]]].any(axis=2)
-    accept = ((setup.cand_cosine >= chosen["floor"]) & ~blocked & (prob >= chosen["cutoff"])) | setup.cand_same
-    return pool_outcome(setup, accept)
+    return pool_outcome(setup, accepted(setup, prob, rules, chosen["rules"], chosen["floor"], chosen["cutoff"]))
 
 
 def compare(data: Path, source: str, targets: list[float], cache_dir: Path) -> dict[str, Any]:

@@ -147,9 +147,9 @@ class AnnScope:
     def from_rows(cls, ids: list[str], vectors: np.ndarray, expires: np.ndarray, dtype: str = "f16") -> AnnScope:
         """A scope taking over an exact matrix's rows: they move into the graph a few per insert."""
         scope = cls(int(vectors.shape[1]), dtype)
-        for entry_id, expires_at in zip(ids, expires.tolist(), strict=True):
-            scope._remember(entry_id, int(scope._keys(1)[0]), float(expires_at))
-        keys = list(range(len(ids)))
+        keys = scope._keys(len(ids)).tolist()  # 0 .. n-1: the matrix's rows in order
+        for entry_id, key, expires_at in zip(ids, keys, expires.tolist(), strict=True):
+            scope._remember(entry_id, key, float(expires_at))
         scope._old, scope._cut, scope._to_move = _OldRows(keys, vectors), scope._next_key, list(keys)
         scope._waiting_count = len(keys)
         return scope
