@@ -15,7 +15,9 @@ Lookup order:
       candidates then meet the verifier's lexical half (rules and pair features, in a worker thread, ~1 ms):
       a candidate it would refuse at *every* cosine from the floor to 1 (:meth:`Verifier.best_case`, exact, so
       nothing it drops could have been served) is dropped, and when none is left the lookup is a miss decided
-      by the verifier ("verifier" stage), again without the transformer;
+      by the verifier ("verifier" stage), again without the transformer. The same pass works out the
+      verifier's verdict at every cosine (:class:`~cache.verify.Outlook`), so once the transformer's cosine is
+      known the verdict is read off on the event loop, without running the trees or a thread again;
    b. **transformer**: the query is embedded by the transformer; the gate's best ``transformer_candidates``
       candidates at or above its threshold are re-ranked by the
       transformer's cosine (a stored entry's transformer vector is computed the first time it is a candidate,
@@ -47,7 +49,7 @@ import numpy as np
 from cache.errors import CacheConfigError, EmbeddingUnavailableError
 from cache.scope import Scope, exact_key
 from cache.store import CacheEntry, CacheStore
-from cache.verify import PairView, Verdict, same_question
+from cache.verify import Outlook, Verdict, same_question
 
 if TYPE_CHECKING:
     from cache.embedder import Embedder
@@ -259,9 +261,9 @@ class SemanticCache:
                               gate_threshold=self.gate_threshold, vectors=QueryVectors(query, gate_vector, None))
         entries = [c for c in await self._fetch([(m.id, m.similarity, 0.0) for m in passing], now)
                    if c.entry.scope_key == scope.key]
-        views: dict[str, PairView] = {}
+        outlooks: dict[str, Outlook] = {}
         if self._verifier is not None and entries:
-            views, refused = await asyncio.to_thread(self._precheck, query, entries, floor)
+            outlooks, refused = await asyncio.to_thread(self._precheck, query, entries, floor)
             entries = [c for c in entries if c.entry.id not in refused]
             if not entries:  # the verifier refuses every candidate whatever its cosine: no transformer
                 verdict = next(iter(refused.values()))
@@ -271,21 +273,22 @@ class SemanticCache:
                                   verifier_reason=verdict.reason, vectors=QueryVectors(query, gate_vector, None))
         dense, candidates = await self._rerank(query, entries)
         vectors = QueryVectors(query, gate_vector, dense)
-        return await self._decide(scope, query, candidates, vectors, floor, now, best_gate, views)
+        return await self._decide(scope, query, candidates, vectors, floor, now, best_gate, outlooks)
 
     def _precheck(
         self, query: str, entries: list[_Candidate], floor: float
-    ) -> tuple[dict[str, PairView], dict[str, Verdict]]:
-        """(each candidate's verifier view, the candidates it refuses whatever their cosine); in a thread."""
+    ) -> tuple[dict[str, Outlook], dict[str, Verdict]]:
+        """(each candidate's verdict at every cosine from the floor, the candidates refused whatever their
+        cosine); in a thread."""
         assert self._verifier is not None
-        views: dict[str, PairView] = {}
+        outlooks: dict[str, Outlook] = {}
         refused: dict[str, Verdict] = {}
         for c in entries:
-            view = views[c.entry.id] = self._verifier.view(query, c.entry.query or "")
-            verdict = self._verifier.best_case(view, min_similarity=floor)
-            if not verdict.accept:
-                refused[c.entry.id] = verdict
-        return views, refused
+            view = self._verifier.view(query, c.entry.query or "")
+            outlook = outlooks[c.entry.id] = self._verifier.outlook(view, min_similarity=floor)
+            if not outlook.best.accept:
+                refused[c.entry.id] = outlook.best
+        return outlooks, refused
 
     async def _fetch(
         self, found: list[tuple[str, float | None, float]], now: float
@@ -315,10 +318,10 @@ class SemanticCache:
 
     async def _decide(
         self, scope: Scope, query: str, candidates: list[_Candidate], vectors: QueryVectors, floor: float,
-        now: float, best_gate: float | None = None, views: dict[str, PairView] | None = None,
+        now: float, best_gate: float | None = None, outlooks: dict[str, Outlook] | None = None,
     ) -> LookupResult:
-        """Serve the first candidate at or above the floor that the verifier accepts (``views``: the
-        verifier's views already made of some candidates)."""
+        """Serve the first candidate at or above the floor that the verifier accepts (``outlooks``: the
+        verifier's verdicts already worked out for some candidates, read off here without a thread)."""
         details: dict[str, Any] = {"stage": "transformer", "floor": floor, "gate_similarity": best_gate,
                                    "gate_threshold": self.gate_threshold if self._gate else None,
                                    "vectors": vectors}
@@ -334,14 +337,15 @@ class SemanticCache:
                 continue
             if self._verifier is not None:
                 assert entry.query is not None
-                view = (views or {}).get(entry.id)
-                if view is None:
+                outlook = (outlooks or {}).get(entry.id)
+                if outlook is None:
                     verdict = await asyncio.to_thread(
                         self._verifier.check, query, entry.query, candidate.similarity, min_similarity=floor
                     )
                 else:
-                    verdict = await asyncio.to_thread(
-                        self._verifier.decide, view, candidate.similarity, min_similarity=floor
+                    known = outlook.at(candidate.similarity)
+                    verdict = known if known is not None else await asyncio.to_thread(
+                        self._verifier.decide, outlook.view, candidate.similarity, min_similarity=floor
                     )
                 if rejected is None:
                     details.update(verifier_score=verdict.score, verifier_reason=verdict.reason)

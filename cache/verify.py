@@ -20,6 +20,7 @@ never reported on, and shipped as ``cache/data/verifier.json`` (+ ``cache/data/w
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -240,6 +241,44 @@ class PairView:
     features: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
 
 
+def _early(view: PairView, similarity: float, floor: float) -> Verdict | None:
+    """``decide``'s verdict when the trees need not run (in ``decide``'s order), else None."""
+    if view.too_long:
+        return Verdict(False, 0.0, "too-long")
+    if view.identical:  # before the floor: a "?" alone moves MiniLM's cosine to ~0.95
+        return Verdict(True, 1.0, "identical")
+    if similarity < floor:
+        return Verdict(False, 0.0, "below-floor")
+    if view.rule is not None:
+        return Verdict(False, 0.0, view.rule)
+    return None
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """``decide`` of one viewed pair at every cosine from the floor to 1, worked out at once
+    (:meth:`Verifier.outlook`). The trees split on the cosine at a few thresholds only, so the verdict is a step
+    function of it: ``steps[j]`` holds for cosines above ``cuts[j - 1]`` (from the floor, for ``j = 0``) up to
+    ``cuts[j]``. ``best`` is the most favourable verdict (``best_case``). Once the transformer's cosine is known,
+    ``at`` reads the verdict off without running the trees again."""
+
+    view: PairView
+    floor: float
+    best: Verdict
+    cuts: tuple[float, ...] = ()
+    steps: tuple[Verdict, ...] = ()
+
+    def at(self, similarity: float) -> Verdict | None:
+        """``decide(view, similarity, min_similarity=floor)``; None for a cosine above 1 + ``COSINE_SLACK``,
+        which the steps do not cover (ask ``decide``)."""
+        early = _early(self.view, similarity, self.floor)
+        if early is not None:
+            return early
+        if not self.steps or similarity > 1.0 + COSINE_SLACK:
+            return None
+        return self.steps[bisect.bisect_left(self.cuts, similarity)]
+
+
 class Verifier:
     """Accepts or refuses a semantic-cache candidate. Pure and thread-safe; ``check`` costs well under 1 ms on
     questions, and a bounded time (tens of ms) on anything up to ``MAX_VERIFY_CHARS``.
@@ -307,29 +346,28 @@ class Verifier:
     def decide(self, view: PairView, similarity: float, *, min_similarity: float | None = None) -> Verdict:
         """``check``'s verdict for a viewed pair at this cosine."""
         floor = self.default_min_similarity if min_similarity is None else min_similarity
-        if view.too_long:
-            return Verdict(False, 0.0, "too-long")
-        if view.identical:  # before the floor: a "?" alone moves MiniLM's cosine to ~0.95
-            return Verdict(True, 1.0, "identical")
-        if similarity < floor:
-            return Verdict(False, 0.0, "below-floor")
-        if view.rule is not None:
-            return Verdict(False, 0.0, view.rule)
-        return self._verdict(self._scores(view, [similarity])[0])
+        early = _early(view, similarity, floor)
+        return early if early is not None else self._verdict(self._scores(view, [similarity])[0])
 
     def best_case(self, view: PairView, *, min_similarity: float | None = None) -> Verdict:
         """The most favourable ``decide`` over every cosine in [floor, 1]: ``accept`` False means no cosine
         could make the verifier accept this pair (its reason and best score say why)."""
+        return self.outlook(view, min_similarity=min_similarity).best
+
+    def outlook(self, view: PairView, *, min_similarity: float | None = None) -> Outlook:
+        """``decide`` of this view at every cosine in [floor, 1] (see :class:`Outlook`), one tree walk per
+        step of the trees' cosine splits."""
         floor = self.default_min_similarity if min_similarity is None else min_similarity
         if view.too_long or view.identical or view.rule is not None:
-            return self.decide(view, floor, min_similarity=floor)
+            return Outlook(view, floor, self.decide(view, floor, min_similarity=floor))
         top = 1.0 + COSINE_SLACK
         if floor > top:
-            return Verdict(False, 0.0, "below-floor")
-        # one cosine per step of the trees' cosine splits (``x > t`` goes right): the floor, and just above
-        # every split in [floor, top)
-        points = [floor] + [math.nextafter(t, math.inf) for t in self._cosine_cuts if floor <= t < top]
-        return self._verdict(max(self._scores(view, points)))
+            return Outlook(view, floor, Verdict(False, 0.0, "below-floor"))
+        # one cosine per step (``x > t`` goes right): the floor, and just above every split in [floor, top)
+        cuts = tuple(t for t in self._cosine_cuts if floor <= t < top)
+        steps = tuple(self._verdict(score) for score in
+                      self._scores(view, [floor] + [math.nextafter(t, math.inf) for t in cuts]))
+        return Outlook(view, floor, max(steps, key=lambda verdict: verdict.score), cuts, steps)
 
     def check(
         self, query: str, candidate: str, similarity: float, *, min_similarity: float | None = None

@@ -52,6 +52,17 @@ class Verdict:
     reason: str
 
 
+@dataclass(frozen=True)
+class StubOutlook:
+    """Knows no verdict in advance: the cache asks ``decide`` once the cosine is known."""
+
+    view: tuple[str, str]
+    best: Verdict
+
+    def at(self, similarity: float) -> Verdict | None:
+        return None
+
+
 class StubVerifier:
     """Test stand-in: accepts above the floor unless the candidate text is on the refuse list."""
 
@@ -71,6 +82,9 @@ class StubVerifier:
         if view[1] in self.refuse_always:
             return Verdict(False, 0.0, "refused whatever the cosine")
         return Verdict(True, 1.0, "open")
+
+    def outlook(self, view: tuple[str, str], *, min_similarity: float | None = None) -> StubOutlook:
+        return StubOutlook(view, self.best_case(view, min_similarity=min_similarity))
 
     def decide(self, view: tuple[str, str], similarity: float, *, min_similarity: float | None = None) -> Verdict:
         return self.check(*view, similarity, min_similarity=min_similarity)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cache.verify import COSINE_SLACK, Verifier
+from cache.verify import COSINE_SLACK, Verdict, Verifier
 
 QUESTIONS = [
     "How do I learn Python?",
@@ -59,6 +59,31 @@ def test_best_case_agrees_with_decide_over_every_cosine(verifier: Verifier, a: s
     assert best.score == pytest.approx(max(v.score for v in verdicts))
     for c in (0.3, 0.9, 0.99, 1.0):  # the split check equals the one-call check at any cosine
         assert verifier.decide(view, c, min_similarity=floor) == verifier.check(a, b, c, min_similarity=floor)
+
+
+@settings(max_examples=150, deadline=None)
+@given(a=st.sampled_from(QUESTIONS), b=st.sampled_from(QUESTIONS),
+       floor=st.one_of(st.none(), st.floats(min_value=0.5, max_value=1.0)),
+       extra=st.lists(st.floats(min_value=-1.0, max_value=1.0 + COSINE_SLACK), max_size=5))
+def test_outlook_reads_off_decide_at_every_cosine(verifier: Verifier, a: str, b: str, floor: float | None,
+                                                  extra: list[float]) -> None:
+    """The cache reads the verdict off the outlook instead of running ``decide``: it must be the very same."""
+    floor_used = verifier.default_min_similarity if floor is None else floor
+    outlook = verifier.outlook(verifier.view(a, b), min_similarity=floor)
+    assert outlook.best == verifier.best_case(verifier.view(a, b), min_similarity=floor)
+    for c in [*_cosines(verifier, floor_used), *extra, math.nextafter(floor_used, -math.inf)]:
+        assert outlook.at(c) == verifier.decide(outlook.view, c, min_similarity=floor)
+    assert outlook.at(math.nextafter(1.0 + COSINE_SLACK, math.inf)) in (None, verifier.decide(
+        outlook.view, math.nextafter(1.0 + COSINE_SLACK, math.inf), min_similarity=floor))
+
+
+def test_outlook_has_steps_only_where_the_trees_run(verifier: Verifier) -> None:
+    close = verifier.outlook(verifier.view("What is the capital of France?", "What is the capital city of France?"))
+    assert close.steps and len(close.steps) == len(close.cuts) + 1
+    assert close.at(0.5) == Verdict(False, 0.0, "below-floor")
+    assert close.at(1.5) is None  # beyond the steps: the cache asks decide
+    rule = verifier.outlook(verifier.view("What was the GATE 2017 cut-off?", "What was the GATE 2018 cut-off?"))
+    assert not rule.steps and rule.at(0.99) == Verdict(False, 0.0, "number-mismatch")
 
 
 def test_best_case_reasons(verifier: Verifier) -> None:
