@@ -154,3 +154,24 @@ def test_static_vectors_switches_embed_all_to_the_gate_and_back(tmp_path: Path) 
         vectors = qqp.embed_all(texts, tmp_path / "static.npz")
     assert np.allclose(vectors, np.stack([gate.embed(t) for t in texts]), atol=1e-6)
     assert qqp._BACKEND["static"] is False  # restored on the way out
+
+
+def test_gate_recall_counts_partners_the_graph_returns_first() -> None:
+    import numpy as np
+
+    from benchmarks.gate_recall import measure
+    from cache import ann
+
+    if not ann.ann_available():
+        pytest.skip("usearch is not installed")
+    rng = np.random.default_rng(2)
+    stored = rng.normal(size=(300, 16)).astype(np.float32)
+    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    partners = np.array([10, 20, 30, 40])
+    queries = stored[partners] + 0.01 * rng.normal(size=(4, 16)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    eligible = np.array([True, True, True, False])  # the last is not counted, found or not
+    got = measure(stored, queries, partners, eligible, {})
+    assert got["partner_first"] == 3 and got["partner_in_top5"] == 3
+    wrong = measure(stored, queries, np.array([11, 21, 31, 41]), eligible, {"expansion_search": 128})
+    assert wrong["partner_first"] == 0
