@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("overhead", "cache_hit_rate", "lookup_stages", "index_churn", "embedder_speed", "compression", "limiter",
-              "persistence", "replay_speed", "hostile")
+BENCHMARKS = ("overhead", "cache_hit_rate", "lookup_stages", "index_churn", "gate_recall", "embedder_speed",
+              "compression", "limiter", "persistence", "replay_speed", "hostile")
 
 
 def main() -> int:
