@@ -12,13 +12,17 @@ loop, so the longest insert is how long every other request waits. Two ways, in 
 - ``at_once``: the whole graph rebuilt inside one insert (the previous behaviour, and any "rebuild on a
   threshold" design).
 
-Reported per way: insert p50 / p99 / max (ms), the search p50 / max during the churn, and the rows of the largest
-graph. Writes ``benchmarks/results/index_churn.json`` and ``.png``.
+Reported per way: insert p50 / mean / p99 / max (ms), the search p50 / max during the churn, the rows of the largest
+graph, and how much the process's resident memory grew from the end of the fill to its peak during the churn (the
+graph keeps evicted rows until it is replaced, and the old and new graphs live side by side while rows move; the
+``at_once`` way runs second, in memory the first one may have left behind).
+Writes ``benchmarks/results/index_churn.json`` and ``.png``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.peers import fill_sources, spliced
+from benchmarks.procs import memory_kib
 from benchmarks.qqp import results_parser
 
 
@@ -46,9 +51,14 @@ def churn(vectors: np.ndarray, capacity: int, move_per_add: int) -> dict[str, An
         ann.MOVE_PER_ADD = original
 
 
+def _resident_mib() -> float:
+    return memory_kib(os.getpid(), "VmRSS") / 1024
+
+
 def _churn(scope: Any, vectors: np.ndarray, capacity: int, move_per_add: int) -> dict[str, Any]:
     for i in range(capacity):
         scope.add(f"e{i}", vectors[i % len(vectors)], 1e12)
+    after_fill = peak = _resident_mib()
     inserts: list[float] = []
     searches: list[float] = []
     largest, rebuilt, i = 0, False, capacity
@@ -59,6 +69,8 @@ def _churn(scope: Any, vectors: np.ndarray, capacity: int, move_per_add: int) ->
         inserts.append(time.perf_counter() - started)
         rebuilt = rebuilt or scope.building
         largest = max(largest, len(scope._index))
+        if i % 1000 == 0:
+            peak = max(peak, _resident_mib())
         if i % 50 == 0:
             started = time.perf_counter()
             scope.search(vectors[(i * 7919) % len(vectors)], 5)
@@ -67,10 +79,12 @@ def _churn(scope: Any, vectors: np.ndarray, capacity: int, move_per_add: int) ->
     ms = np.array(inserts) * 1000
     return {"move_per_add": move_per_add, "inserts": len(inserts),
             "insert_p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "insert_mean_ms": round(float(ms.mean()), 3),
             "insert_p99_ms": round(float(np.percentile(ms, 99)), 3), "insert_max_ms": round(float(ms.max()), 1),
             "inserts_over_50ms": int((ms > 50).sum()),
             "search_p50_ms": round(float(np.percentile(searches, 50)) * 1000, 3),
-            "search_max_ms": round(float(np.max(searches)) * 1000, 1), "largest_graph_rows": largest}
+            "search_max_ms": round(float(np.max(searches)) * 1000, 1), "largest_graph_rows": largest,
+            "rss_after_fill_mib": round(after_fill, 1), "rss_growth_during_churn_mib": round(peak - after_fill, 1)}
 
 
 def main() -> None:
