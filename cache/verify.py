@@ -269,12 +269,12 @@ class Outlook:
     steps: tuple[Verdict, ...] = ()
 
     def at(self, similarity: float) -> Verdict | None:
-        """``decide(view, similarity, min_similarity=floor)``; None for a cosine above 1 + ``COSINE_SLACK``,
-        which the steps do not cover (ask ``decide``)."""
+        """``decide(view, similarity, min_similarity=floor)``; None for a cosine the steps do not cover (above
+        1 + ``COSINE_SLACK``, or NaN, which every split sends left): ask ``decide``."""
         early = _early(self.view, similarity, self.floor)
         if early is not None:
             return early
-        if not self.steps or similarity > 1.0 + COSINE_SLACK:
+        if not self.steps or not similarity <= 1.0 + COSINE_SLACK:
             return None
         return self.steps[bisect.bisect_left(self.cuts, similarity)]
 

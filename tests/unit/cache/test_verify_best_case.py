@@ -73,6 +73,8 @@ def test_outlook_reads_off_decide_at_every_cosine(verifier: Verifier, a: str, b:
     assert outlook.best == verifier.best_case(verifier.view(a, b), min_similarity=floor)
     for c in [*_cosines(verifier, floor_used), *extra, math.nextafter(floor_used, -math.inf)]:
         assert outlook.at(c) == verifier.decide(outlook.view, c, min_similarity=floor)
+    nan = outlook.at(math.nan)  # a NaN cosine passes the floor check; the trees send it left at every split
+    assert nan is None or nan == verifier.decide(outlook.view, math.nan, min_similarity=floor)
     assert outlook.at(math.nextafter(1.0 + COSINE_SLACK, math.inf)) in (None, verifier.decide(
         outlook.view, math.nextafter(1.0 + COSINE_SLACK, math.inf), min_similarity=floor))
 
@@ -82,6 +84,7 @@ def test_outlook_has_steps_only_where_the_trees_run(verifier: Verifier) -> None:
     assert close.steps and len(close.steps) == len(close.cuts) + 1
     assert close.at(0.5) == Verdict(False, 0.0, "below-floor")
     assert close.at(1.5) is None  # beyond the steps: the cache asks decide
+    assert close.at(math.nan) is None  # not a step either (not "at the floor"): decide runs the trees
     rule = verifier.outlook(verifier.view("What was the GATE 2017 cut-off?", "What was the GATE 2018 cut-off?"))
     assert not rule.steps and rule.at(0.99) == Verdict(False, 0.0, "number-mismatch")
 
