@@ -2,12 +2,13 @@
 
     .venv/bin/python -m benchmarks.gate_recall [--quick] [--data ../shared/data/qqp-dev.jsonl]
 
-The stored rows are those of ``benchmarks.peers``' full phase: 99,000 fillers spliced from halves of real Quora
-questions, plus the ``text_a`` of the semantic-hit phases' duplicate pairs, inserted one at a time in a shuffled
-order into :class:`cache.ann.AnnScope` as deja's cache does (int8 gate vectors, ``cache.ann``'s parameters). Each
-``text_b`` is then searched (top 5, as ``SemanticCache`` asks). Counted: the questions whose partner is the
-nearest stored row by brute force (exact float cosines) with a static cosine at or above the gate's threshold,
-and how many of them the graph returns with the partner first, or anywhere in its top 5. The same rows in graphs
+The stored rows are those of ``benchmarks.peers``' full phase: its 99,000 fillers spliced from halves of real Quora
+questions, plus the ``text_a`` of that phase's 600 duplicate pairs (its misses' unique questions are left out),
+inserted one at a time in a shuffled order into :class:`cache.ann.AnnScope` as deja's cache does (int8 gate
+vectors, ``cache.ann``'s parameters). Each ``text_b`` is then searched (top 5, as ``SemanticCache`` asks).
+Counted: the questions whose partner is the nearest stored row by brute force (exact float cosines) with a static
+cosine at or above the gate's threshold, and how many of them the graph returns with the partner first, or
+anywhere in its top 5. The same rows in graphs
 with other parameters (fewer links, a wider search) are measured in the same run, with the graph's size (as saved)
 and the search time. Writes ``benchmarks/results/gate_recall.json`` and ``.png``.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.peers import fill_sources, load_data, spliced
+from benchmarks.peers import PAIRS_PER_PHASE, fill_sources, load_data, spliced
 from benchmarks.qqp import results_parser
 
 VARIANTS: list[tuple[str, dict[str, int]]] = [
@@ -72,10 +73,10 @@ def run(data: Path, quick: bool) -> dict[str, Any]:
     from cache.gate import DEFAULT_GATE_THRESHOLD, StaticEmbedder
 
     gate = StaticEmbedder.load()
-    _, phases = load_data(data, 300)
-    pairs = [pair for phase in phases for pair in phase]
-    hit_texts = {t for pair in pairs for t in pair}
+    _, phases = load_data(data, PAIRS_PER_PHASE)
+    hit_texts = {t for phase in phases for pair in phase for t in pair}
     fillers = spliced(fill_sources(data, hit_texts), 9_000 if quick else 99_000)
+    pairs = phases[1]  # the pairs bench-peers asks once its cache is full
     stored = np.stack([gate.embed(t) for t in fillers + [a for a, _ in pairs]]).astype(np.float32)
     queries = np.stack([gate.embed(b) for _, b in pairs]).astype(np.float32)
     partners = len(fillers) + np.arange(len(pairs))

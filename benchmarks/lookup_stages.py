@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.peers import fill_sources, load_data, spliced
+from benchmarks.peers import PAIRS_PER_PHASE, fill_sources, load_data, spliced
 from benchmarks.qqp import results_parser
 
 ANSWER = {"id": "chatcmpl-bench", "object": "chat.completion", "model": "bench",
@@ -62,7 +62,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from cache.embedder import create_embedder
     from cache.factory import build_cache
 
-    questions, pairs = load_data(args.data, 300)
+    questions, pairs = load_data(args.data, PAIRS_PER_PHASE)
     n = 100 if args.quick else 400
     fill_to = 10_000 if args.quick else 100_000
     embedder = await create_embedder()

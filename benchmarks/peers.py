@@ -84,6 +84,11 @@ class Questions:
         return self._texts[self._next :]
 
 
+#: Duplicate pairs of each phase's semantic-hit measurement (``--quick``: the smaller). Other benchmarks that
+#: say they use bench-peers' questions and fillers load them with the same number.
+PAIRS_PER_PHASE, PAIRS_PER_PHASE_QUICK = 600, 150
+
+
 def load_data(path: Path, pairs_per_phase: int) -> tuple[Questions, list[list[tuple[str, str]]]]:
     """(questions for misses, duplicate pairs for the semantic hits of each phase); no text in both."""
     pairs = load_pairs(path)
@@ -261,7 +266,7 @@ async def phase(targets: dict[str, Target], sizes: dict[int, int], questions: Qu
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sizes = REQUESTS_QUICK if args.quick else REQUESTS
     fill_to = args.fill if args.fill is not None else (10_000 if args.quick else 100_000)
-    questions, pairs = load_data(args.data, 150 if args.quick else 600)
+    questions, pairs = load_data(args.data, PAIRS_PER_PHASE_QUICK if args.quick else PAIRS_PER_PHASE)
     litellm = args.litellm_proxy or ensure_litellm_proxy()
     portkey = ensure_portkey()
     work = Path(tempfile.mkdtemp(prefix="deja-peers-"))

@@ -38,9 +38,9 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     _Index = None
 
-#: Links per row. 32 rather than usearch's 16: at 100,000 gate rows the graph returned a held-out question's
-#: near-duplicate first for 273 of 280 questions instead of 268, for the same search time and 12 MiB more resident
-#: memory (``benchmarks/gate_recall.py``).
+#: Links per row. 32 rather than usearch's 16: at 100,000 gate rows the graph returned a question's near-duplicate
+#: first for 289 of 299 questions instead of 280, for 12 MiB more graph (as saved) and about 15% more time per search
+#: and per insert (``benchmarks/gate_recall.py``).
 CONNECTIVITY = 32
 EXPANSION_ADD = 64
 EXPANSION_SEARCH = 64
