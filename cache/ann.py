@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from cache.blas import blas_limit
+from cache.blas import nearest_rows
 
 _Index: Any
 try:
@@ -117,11 +117,7 @@ class _OldRows:
         count = min(count, self.left)
         if count <= 0:
             return [], []
-        with blas_limit(self.matrix.size):
-            sims = self.matrix @ query
-        sims[~self.live] = -np.inf
-        top = np.argpartition(-sims, count - 1)[:count] if len(sims) > count else np.flatnonzero(self.live)
-        top = top[np.argsort(-sims[top], kind="stable")]
+        top, sims = nearest_rows(self.matrix, query, count, self.live)
         return self.keys[top].tolist(), sims[top].tolist()
 
 

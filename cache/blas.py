@@ -1,9 +1,11 @@
-"""Matrix-vector products on the event loop run with single-threaded BLAS once they are large enough."""
+"""Exact nearest rows of a matrix, on the event loop: the product runs with single-threaded BLAS once it is large."""
 
 from __future__ import annotations
 
 import contextlib
 from typing import Any
+
+import numpy as np
 
 # Above this many matrix elements, run the product with single-threaded BLAS: on a small, busy machine
 # OpenBLAS's threads make a 10k x 384 product ~10x slower, and it runs on the event loop.
@@ -21,3 +23,18 @@ def blas_limit(elements: int) -> contextlib.AbstractContextManager[Any]:
     if _BLAS is None or elements <= SINGLE_THREAD_ABOVE:
         return contextlib.nullcontext()
     return _BLAS.limit(limits=1, user_api="blas")
+
+
+def nearest_rows(matrix: np.ndarray, query: np.ndarray, k: int,
+                 live: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(the ``k`` rows most similar to ``query``, best first, ties by row; every row's similarity). ``live``: rows
+    that may be returned (``k`` at most their number); the others get ``-inf``."""
+    with blas_limit(matrix.size):
+        sims = matrix @ query
+    if live is not None:
+        sims[~live] = -np.inf
+    if len(sims) > k:
+        top = np.argpartition(-sims, k - 1)[:k]
+    else:
+        top = np.flatnonzero(live) if live is not None else np.arange(len(sims))
+    return top[np.argsort(-sims[top], kind="stable")], sims

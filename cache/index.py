@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cache.ann import AnnScope, ann_available
-from cache.blas import blas_limit
+from cache.blas import nearest_rows
 from cache.errors import CacheConfigError
 
 _INITIAL_ROWS = 16
@@ -95,13 +95,7 @@ class _ScopeMatrix:
         size = len(self.ids)
         if size == 0 or k <= 0:
             return []
-        with blas_limit(size * query.shape[0]):
-            sims = self.vectors[:size] @ query
-        if size > k:
-            top = np.argpartition(-sims, k - 1)[:k]
-        else:
-            top = np.arange(size)
-        order = top[np.argsort(-sims[top], kind="stable")]
+        order, sims = nearest_rows(self.vectors[:size], query, k)
         return [Match(self.ids[i], float(sims[i])) for i in order]
 
 
