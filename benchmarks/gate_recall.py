@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.index_churn import ann_settings
 from benchmarks.peers import PAIRS_PER_PHASE, fill_sources, load_data, spliced
 from benchmarks.qqp import results_parser
 
@@ -34,20 +35,17 @@ VARIANTS: list[tuple[str, dict[str, int]]] = [
 ]
 
 
-def _scope(dim: int, params: dict[str, int]) -> Any:
-    from cache import ann
-
-    scope = ann.AnnScope(dim, "i8")
-    if params:  # the same scope with another graph: built through usearch's own parameters
-        settings = {"connectivity": ann.CONNECTIVITY, "expansion_add": ann.EXPANSION_ADD,
-                    "expansion_search": ann.EXPANSION_SEARCH, **params}
-        scope._index = ann._Index(ndim=dim, metric="cos", dtype="i8", **settings)
-    return scope
-
-
 def measure(stored: np.ndarray, queries: np.ndarray, partners: np.ndarray, eligible: np.ndarray,
             params: dict[str, int]) -> dict[str, Any]:
-    scope = _scope(stored.shape[1], params)
+    """``params``: ``cache.ann`` settings other than deja's, by lower-case name (``connectivity``...)."""
+    from cache.ann import AnnScope
+
+    with ann_settings(**params):
+        return _measure(AnnScope(stored.shape[1], "i8"), stored, queries, partners, eligible)
+
+
+def _measure(scope: Any, stored: np.ndarray, queries: np.ndarray, partners: np.ndarray,
+             eligible: np.ndarray) -> dict[str, Any]:
     order = list(range(len(stored)))
     random.Random(4).shuffle(order)
     started = time.perf_counter()

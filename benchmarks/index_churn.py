@@ -22,9 +22,11 @@ Writes ``benchmarks/results/index_churn.json`` and ``.png``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +44,28 @@ def _vectors(data: Path, n: int) -> np.ndarray:
     return np.stack([gate.embed(text) for text in spliced(fill_sources(data), n)]).astype(np.float32)
 
 
+@contextlib.contextmanager
+def ann_settings(**values: int) -> Iterator[None]:
+    """Within: ``cache.ann``'s module settings (``move_per_add=4`` sets ``MOVE_PER_ADD``...) take these values;
+    restored after."""
+    from cache import ann
+
+    names = {name.upper(): value for name, value in values.items()}
+    saved = {name: getattr(ann, name) for name in names}
+    for name, value in names.items():
+        setattr(ann, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(ann, name, value)
+
+
 def churn(vectors: np.ndarray, capacity: int, move_per_add: int) -> dict[str, Any]:
     from cache import ann
 
-    original, ann.MOVE_PER_ADD = ann.MOVE_PER_ADD, move_per_add
-    try:
+    with ann_settings(move_per_add=move_per_add):
         return _churn(ann.AnnScope(vectors.shape[1], "i8"), vectors, capacity, move_per_add)
-    finally:
-        ann.MOVE_PER_ADD = original
 
 
 def _resident_mib(field: str = "VmRSS") -> float:
@@ -57,7 +73,8 @@ def _resident_mib(field: str = "VmRSS") -> float:
 
 
 def _reset_peak() -> bool:
-    """Start the kernel's peak-RSS mark (``VmHWM``) afresh from now; False where that is not possible."""
+    """Start the kernel's peak-RSS mark (``VmHWM``) afresh from now; False where that is not possible (then the
+    growth is not reported)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -68,8 +85,8 @@ def _reset_peak() -> bool:
 def _churn(scope: Any, vectors: np.ndarray, capacity: int, move_per_add: int) -> dict[str, Any]:
     for i in range(capacity):
         scope.add(f"e{i}", vectors[i % len(vectors)], 1e12)
-    after_fill = peak = _resident_mib()
-    exact_peak = _reset_peak()  # the kernel's mark sees the peak inside a single insert (``at_once``) too
+    after_fill = _resident_mib()
+    peak_marked = _reset_peak()  # the kernel's mark sees the peak inside a single insert (``at_once``) too
     inserts: list[float] = []
     searches: list[float] = []
     largest, rebuilt, i = 0, False, capacity
@@ -80,15 +97,12 @@ def _churn(scope: Any, vectors: np.ndarray, capacity: int, move_per_add: int) ->
         inserts.append(time.perf_counter() - started)
         rebuilt = rebuilt or scope.building
         largest = max(largest, len(scope._index))
-        if i % 1000 == 0:
-            peak = max(peak, _resident_mib())
         if i % 50 == 0:
             started = time.perf_counter()
             scope.search(vectors[(i * 7919) % len(vectors)], 5)
             searches.append(time.perf_counter() - started)
         i += 1
-    if exact_peak:
-        peak = max(peak, _resident_mib("VmHWM"))
+    growth = round(_resident_mib("VmHWM") - after_fill, 1) if peak_marked else None
     ms = np.array(inserts) * 1000
     return {"move_per_add": move_per_add, "inserts": len(inserts),
             "insert_p50_ms": round(float(np.percentile(ms, 50)), 3),
@@ -97,7 +111,7 @@ def _churn(scope: Any, vectors: np.ndarray, capacity: int, move_per_add: int) ->
             "inserts_over_50ms": int((ms > 50).sum()),
             "search_p50_ms": round(float(np.percentile(searches, 50)) * 1000, 3),
             "search_max_ms": round(float(np.max(searches)) * 1000, 1), "largest_graph_rows": largest,
-            "rss_after_fill_mib": round(after_fill, 1), "rss_growth_during_churn_mib": round(peak - after_fill, 1)}
+            "rss_after_fill_mib": round(after_fill, 1), "rss_growth_during_churn_mib": growth}
 
 
 def main() -> None:

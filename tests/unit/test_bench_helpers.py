@@ -173,5 +173,7 @@ def test_gate_recall_counts_partners_the_graph_returns_first() -> None:
     eligible = np.array([True, True, True, False])  # the last is not counted, found or not
     got = measure(stored, queries, partners, eligible, {})
     assert got["partner_first"] == 3 and got["partner_in_top5"] == 3
+    before = ann.EXPANSION_SEARCH
     wrong = measure(stored, queries, np.array([11, 21, 31, 41]), eligible, {"expansion_search": 128})
     assert wrong["partner_first"] == 0
+    assert ann.EXPANSION_SEARCH == before  # the module's setting is restored
