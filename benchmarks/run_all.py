@@ -11,7 +11,7 @@ import sys
 import time
 
 BENCHMARKS = ("overhead", "cache_hit_rate", "lookup_stages", "index_churn", "gate_recall", "embedder_speed",
-              "compression", "limiter", "persistence", "replay_speed", "hostile")
+              "embedder_gil", "compression", "limiter", "persistence", "replay_speed", "hostile")
 
 
 def main() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,15 @@ def test_gate_recall_counts_partners_the_graph_returns_first() -> None:
     wrong = measure(stored, queries, np.array([11, 21, 31, 41]), eligible, {"expansion_search": 128})
     assert wrong["partner_first"] == 0
     assert ann.EXPANSION_SEARCH == before  # the module's setting is restored
+
+
+def test_embedder_gil_counts_the_encoder_thread_and_restores_the_switch_interval() -> None:
+    from benchmarks.embedder_gil import encoder_rate
+
+    seen: list[str] = []
+    before = sys.getswitchinterval()
+    rate, turns = encoder_rate(lambda texts: seen.extend(texts), ["a", "b", "c"], 0.05, busy=True, switch=0.0005)
+    assert sys.getswitchinterval() == before
+    assert rate > 0 and turns > 0 and seen[:4] == ["a", "b", "c", "a"]  # one text per call, cycling
+    idle_rate, idle_turns = encoder_rate(lambda texts: None, ["a"], 0.05, busy=False, switch=before)
+    assert idle_rate > 0 and idle_turns == 0
