@@ -2,9 +2,10 @@
 
 A text's gate vector is the L2-normalised sum of the (SIF-weighted, PCA-reduced) vectors of its WordPiece
 tokens, read from ``cache/data/gate_vectors.npz`` (made offline by ``benchmarks/distill_gate.py``). It costs
-a tokenizer call and a few additions (~0.06 ms for a question here; ~0.04 ms once its words were seen before, whose
-token ids it remembers), so every lookup can afford it, where the transformer costs several milliseconds. The cache searches the gate vectors first and runs the transformer
-and the verifier only when the nearest stored question is close enough by this cheap measure.
+a tokenizer call and a few additions (~0.06 ms for a question here; ~0.04 ms once its words were seen before,
+whose token ids it remembers), so every lookup can afford it, where the transformer costs several milliseconds.
+The cache searches the gate vectors first and runs the transformer and the verifier only when the nearest stored
+question is close enough by this cheap measure.
 """
 
 from __future__ import annotations
