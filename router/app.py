@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cache.blas import pin_single_thread
 from providers.interface import Provider
 from router.appkeys import DB_SCHEMA, EMBEDDER_OVERRIDE, METRICS, PROVIDER_OVERRIDE, RECENT_ERRORS, SETTINGS
 from router.config import ConfigError, Settings
@@ -99,6 +100,7 @@ def run_server(settings: Settings, host: str, port: int, *, reuse_port: bool = F
         except ImportError:  # a platform without uvloop (Windows): asyncio's loop works the same, only slower
             log.warning("uvloop is not installed; using asyncio's event loop")
     limit_malloc_arenas()  # before any thread starts: a burst's freed memory is not kept in per-thread arenas
+    pin_single_thread()  # the index's products run on the event loop: BLAS on one thread, without a switch per search
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve(settings, host, port, reuse_port=reuse_port))
 

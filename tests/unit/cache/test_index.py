@@ -154,3 +154,26 @@ def test_hnsw_scope_under_eviction_churn_stays_bounded_and_never_serves_a_remove
         query = rng.standard_normal(32).astype(np.float32)
         found = scope.search(query / np.linalg.norm(query), 5)
         assert len(found) == 5 and {entry_id for entry_id, _ in found} <= alive
+
+
+def test_pinning_blas_to_one_thread_drops_the_switch_per_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    import cache.blas as blas
+
+    if blas._BLAS is None:
+        pytest.skip("threadpoolctl is not installed")
+    before = [lib["num_threads"] for lib in blas._BLAS.info() if lib["user_api"] == "blas"]
+    matrix = np.random.default_rng(3).standard_normal((4096, 64)).astype(np.float32)
+    query = matrix[17] + 0.01
+    expected = blas.nearest_rows(matrix, query, 5)[0].tolist()
+    assert not isinstance(blas.blas_limit(matrix.size), contextlib.nullcontext)  # a switch per product
+    monkeypatch.setattr(blas, "_pinned", False)
+    try:
+        blas.pin_single_thread()
+        assert [lib["num_threads"] for lib in blas._BLAS.info() if lib["user_api"] == "blas"] == [1] * len(before)
+        assert isinstance(blas.blas_limit(matrix.size), contextlib.nullcontext)
+        assert blas.nearest_rows(matrix, query, 5)[0].tolist() == expected
+    finally:
+        for threads in set(before):
+            blas._BLAS.limit(limits=threads, user_api="blas")
