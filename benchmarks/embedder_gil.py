@@ -18,7 +18,6 @@ Writes ``benchmarks/results/embedder_gil.json`` and ``.png``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -29,9 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.qqp import DEFAULT_QQP, load_pairs
+from benchmarks.qqp import load_pairs, results_parser
 
-RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_SWITCH = 0.005
 #: (name, main thread busy with Python, switch interval in seconds)
 CASES: tuple[tuple[str, bool, float], ...] = (
@@ -120,12 +118,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_QQP)
-    parser.add_argument("--quick", action="store_true", help="one round of 1 s per case")
-    parser.add_argument("--out", type=Path, default=RESULTS / "embedder_gil.json")
-    args = parser.parse_args(argv)
+def main() -> None:
+    args = results_parser(__doc__ or "", "embedder_gil", "one round of 1 s per case").parse_args()
     from cache.onnx_embedder import OnnxEmbedder
 
     embedder = OnnxEmbedder(precision="int8", threads=1)  # deja's default embedder
@@ -134,14 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     seconds, rounds = (1.0, 1) if args.quick else (2.0, 5)
     result: dict[str, Any] = {"benchmark": "embedder_gil", "quick": args.quick, "rounds": rounds,
                               "seconds_per_case": seconds, "embedder": "OnnxEmbedder(int8, 1 thread)",
-                              "machine": {"cpus": os.cpu_count()}}
-    result.update(run(embedder._encode, texts, seconds, rounds))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+                              "machine": {"cpus": os.cpu_count()}, **run(embedder._encode, texts, seconds, rounds)}
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
     plot(result, args.out.with_suffix(".png"))
     print(json.dumps(result, indent=1))
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

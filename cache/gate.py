@@ -42,7 +42,8 @@ def _tokenizer_path(model_path: str | None) -> Path:
 
 
 class StaticEmbedder:
-    """Text -> unit float32 vector from a token table; pure, thread-safe, cheap enough for the event loop."""
+    """Text -> unit float32 vector from a token table; thread-safe (its word memory only gains entries), cheap enough
+    for the event loop."""
 
     def __init__(self, rows: np.ndarray, scales: np.ndarray, tokenizer: object) -> None:
         """``rows``: (vocabulary, dim) int8 (or float); ``scales``: one float per row. Kept int8 as shipped
