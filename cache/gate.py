@@ -21,14 +21,17 @@ DEFAULT_GATE_PATH = Path(__file__).resolve().parent / "data" / "gate_vectors.npz
 #: Chosen on the QQP calibrate split (``benchmarks/cache_hit_rate.py --split calibrate``): every hit the
 #: transformer and verifier serve there has a static cosine at or above it, and ~7% of unrelated questions reach it.
 DEFAULT_GATE_THRESHOLD = 0.85
-#: Words whose token ids are remembered (first come; about 4 MB when full).
+#: Words whose token ids are remembered (first come). Quora's questions fill 15,000 of them in 2.6 MB; with the
+#: limits below, 20,000 of the most expensive words would take about 7 MB.
 WORD_CACHE_SIZE = 20_000
-#: Longer words are not remembered (nobody's random string fills the cache).
-WORD_CACHE_MAX_CHARS = 24
+#: Longer words, and words of more token pieces, are not remembered (common words are short and one or two pieces).
+WORD_CACHE_MAX_CHARS = 16
+WORD_CACHE_MAX_PIECES = 4
 # Printable ASCII, tabs and line breaks: the BERT normaliser only lowercases it, and its pre-tokeniser splits it into
 # runs of letters and digits and single punctuation characters (every other printable ASCII character), which the
-# word-piece model then tokenises one by one. Other text (control characters, anything non-ASCII) takes the
-# tokenizer's whole path.
+# word-piece model then tokenises one by one. Other text (control characters, anything non-ASCII, and the literal
+# text of a special token such as "[SEP]", which the tokenizer matches before it normalises) takes the tokenizer's
+# whole path.
 _PLAIN = re.compile(r"[\t\n\r\x20-\x7e]*")
 _WORDS = re.compile(r"[a-z0-9]+|[!-/:-@\[-`{-~]")
 
@@ -54,6 +57,8 @@ class StaticEmbedder:
         self._scales = np.ascontiguousarray(scales, dtype=np.float32)
         self._tokenizer = tokenizer
         self._words: dict[str, tuple[int, ...]] = {}
+        decoder = getattr(tokenizer, "get_added_tokens_decoder", None)
+        self._added = tuple(token.content for token in decoder().values()) if decoder is not None else ()
         self.dim = int(rows.shape[1])
 
     @classmethod
@@ -75,9 +80,10 @@ class StaticEmbedder:
         """The bundled tokenizer's ids for ``text`` (no special tokens). Plain ASCII is split into words here, and a
         text whose words were all seen before is read off their remembered ids, several times cheaper than the
         tokenizer's call; any other text takes that call, and its words are remembered."""
-        if not _PLAIN.fullmatch(text):
+        lowered = text.lower()
+        if not _PLAIN.fullmatch(text) or any(t in text or t.lower() in lowered for t in self._added):
             return self._encode(text)
-        words = _WORDS.findall(text.lower())
+        words = _WORDS.findall(lowered)
         known = self._words
         try:
             return [i for w in words for i in known[w]]
@@ -90,8 +96,10 @@ class StaticEmbedder:
             by_word.setdefault(word, []).append(token)
         if sorted(by_word) == list(range(len(words))):  # its words are ours (always, for plain ASCII)
             for index, word in enumerate(words):
-                if word not in known and len(known) < WORD_CACHE_SIZE and len(word) <= WORD_CACHE_MAX_CHARS:
-                    known[word] = tuple(by_word[index])
+                pieces = by_word[index]
+                if (word not in known and len(known) < WORD_CACHE_SIZE and len(word) <= WORD_CACHE_MAX_CHARS
+                        and len(pieces) <= WORD_CACHE_MAX_PIECES):
+                    known[word] = tuple(pieces)
         return ids
 
     def _encode(self, text: str) -> list[int]:

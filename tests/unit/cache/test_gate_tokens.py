@@ -53,6 +53,7 @@ _CHARS = st.sampled_from(list("abcXYZ019 \t\n\r!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}
 @example(["foo\x0bbar"]).via("a control character joins the letters around it")
 @example(["ab\x01cd x\x7fy a\x0cb"]).via("more controls")
 @example(["U.S.A. don't", " café\tau\nlait?"]).via("punctuation, an accent")
+@example(["What does [SEP] mean? [CLS][MASK] [PAD]x[UNK]"]).via("special tokens, matched before normalising")
 def test_any_text_gets_the_tokenizers_ids_twice(parts: list[str]) -> None:
     text = "".join(parts)
     expected = tokenizer_ids(_GATE, text)
@@ -73,3 +74,24 @@ def test_remembered_words_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     gate.token_ids("the " * 50 + "zebra quietly")  # full: nothing more is remembered
     assert len(gate._words) == 5
     assert gate.token_ids(text) == tokenizer_ids(gate, text)
+
+
+@pytest.mark.parametrize("text", ["[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]", "What does [SEP] mean?"])
+def test_a_special_tokens_text_is_never_read_off_remembered_words(text: str) -> None:
+    gate = StaticEmbedder.load()
+    # its pieces, learned from other texts: "[" and "]", and the inner word in lower case
+    gate.token_ids("Why do I get [ and ] in my output?")
+    gate.token_ids("What does sep mean for cls and mask and pad or unk?")
+    assert {"[", "]", "sep", "cls", "mask", "pad", "unk"} <= set(gate._words)
+    assert gate.token_ids(text) == tokenizer_ids(gate, text)
+
+
+def test_long_and_many_piece_words_are_not_remembered() -> None:
+    gate = StaticEmbedder.load()
+    text = "supercalifragilistic xqzvjkwpt counterrevolutionaries cat"
+    assert gate.token_ids(text) == tokenizer_ids(gate, text)
+    pieces = {w: len(tokenizer_ids(gate, w)) for w in text.split()}
+    for word, count in pieces.items():
+        remembered = len(word) <= cache.gate.WORD_CACHE_MAX_CHARS and count <= cache.gate.WORD_CACHE_MAX_PIECES
+        assert (word in gate._words) == remembered
+    assert "cat" in gate._words and "supercalifragilistic" not in gate._words
