@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,8 @@ class StaticEmbedder:
         self._tokenizer = tokenizer
         self._words: dict[str, tuple[int, ...]] = {}
         decoder = getattr(tokenizer, "get_added_tokens_decoder", None)
-        self._added = tuple(token.content for token in decoder().values()) if decoder is not None else ()
+        # special tokens' literal text, lower-cased: the tokenizer matches them before it normalises
+        self._added = tuple(token.content.lower() for token in decoder().values()) if decoder is not None else ()
         self.dim = int(rows.shape[1])
 
     @classmethod
@@ -80,8 +82,10 @@ class StaticEmbedder:
         """The bundled tokenizer's ids for ``text`` (no special tokens). Plain ASCII is split into words here, and a
         text whose words were all seen before is read off their remembered ids, several times cheaper than the
         tokenizer's call; any other text takes that call, and its words are remembered."""
+        if not _PLAIN.fullmatch(text):
+            return self._encode(text)
         lowered = text.lower()
-        if not _PLAIN.fullmatch(text) or any(t in text or t.lower() in lowered for t in self._added):
+        if any(token in lowered for token in self._added):
             return self._encode(text)
         words = _WORDS.findall(lowered)
         known = self._words
@@ -89,7 +93,7 @@ class StaticEmbedder:
             return [i for w in words for i in known[w]]
         except KeyError:  # a word seen for the first time: the tokenizer's call, whose words are remembered
             pass
-        encoding = self._tokenizer.encode(text, add_special_tokens=False)  # type: ignore[attr-defined]
+        encoding = self._encoding(text)
         ids: list[int] = encoding.ids
         by_word: dict[int, list[int]] = {}
         for token, word in zip(ids, encoding.word_ids, strict=True):
@@ -102,8 +106,11 @@ class StaticEmbedder:
                     known[word] = tuple(pieces)
         return ids
 
+    def _encoding(self, text: str) -> Any:
+        return self._tokenizer.encode(text, add_special_tokens=False)  # type: ignore[attr-defined]
+
     def _encode(self, text: str) -> list[int]:
-        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False).ids  # type: ignore[attr-defined]
+        ids: list[int] = self._encoding(text).ids
         return ids
 
     def embed(self, text: str) -> np.ndarray:
