@@ -1,6 +1,7 @@
 """The semantic tier's two stages: a gate miss runs neither the transformer nor the verifier; candidates'
 transformer vectors are computed once and kept; store() reuses the lookup's vectors; oversized queries skip
-the tier; the verifier runs off the event loop; the decision is explained in the LookupResult."""
+the tier; the verifier runs off the event loop (but its lexical half on short texts); the decision is explained
+in the LookupResult."""
 
 from __future__ import annotations
 
@@ -268,3 +269,33 @@ async def test_real_verifier_skips_the_transformer_for_a_swapped_number() -> Non
     assert embedder.texts == []
     retyped = await lookup(cache, "what was the GATE 2017 cut-off for mechanical engineering")
     assert retyped.kind == "semantic" and retyped.verifier_reason == "identical" and embedder.texts
+
+
+class ViewThreadVerifier(StubVerifier):
+    """Records the thread each pair's lexical half (``view``) runs in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view_threads: list[int] = []
+
+    def view(self, query: str, candidate: str) -> tuple[str, str]:
+        self.view_threads.append(threading.get_ident())
+        return super().view(query, candidate)
+
+
+async def test_precheck_of_short_texts_runs_on_the_loop_and_of_long_ones_in_a_thread() -> None:
+    from cache.semantic import INLINE_PRECHECK_CHARS
+
+    verifier = ViewThreadVerifier()
+    cache, _, _ = make(verifier)
+    await store(cache, "What is the capital of France?")
+    assert (await lookup(cache, "what is the capital city of France")).kind == "semantic"
+    assert verifier.view_threads == [threading.get_ident()]
+
+    padding = " and also tell me about it" * (INLINE_PRECHECK_CHARS // 20)
+    long_stored = "What is the capital of Spain?" + padding
+    await store(cache, long_stored)
+    verifier.view_threads.clear()
+    result = await lookup(cache, "what is the capital city of Spain?" + padding)
+    assert result.kind == "semantic" and result.entry is not None and result.entry.query == long_stored
+    assert len(verifier.view_threads) == 1 and verifier.view_threads[0] != threading.get_ident()
