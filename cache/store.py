@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import numpy as np
 import orjson
@@ -99,27 +99,34 @@ def matches(entry_namespace: str, entry_model: str, namespace: str | None, model
     return (namespace is None or entry_namespace == namespace) and (model is None or entry_model == model)
 
 
-class _Record:
-    """An entry as the memory store keeps it: the response as JSON bytes (a third of the dict's memory), shared
-    scope/namespace/model strings, the transformer vector as float32 bytes."""
+#: An entry as the memory store keeps it: (scope key, query, response as JSON bytes, created at, expires at,
+#: namespace, model, transformer vector as float32 bytes or None). A plain tuple, not a class: the cyclic GC stops
+#: tracking a tuple of strings, bytes, floats and None once it has seen it, so the entries add nothing to a full
+#: collection (100,000 instances of a class would be walked by every one, with the event loop stopped).
+_Record = tuple[str, "str | None", bytes, float, float, str, str, "bytes | None"]
+_SCOPE: Final = 0
+_QUERY: Final = 1
+_RESPONSE: Final = 2
+_CREATED: Final = 3
+_EXPIRES: Final = 4
+_NAMESPACE: Final = 5
+_MODEL: Final = 6
+_DENSE: Final = 7
 
-    __slots__ = ("scope_key", "query", "response", "created_at", "expires_at", "namespace", "model", "dense")
 
-    def __init__(self, entry: CacheEntry, dense: np.ndarray | None) -> None:
-        self.scope_key = sys.intern(entry.scope_key)
-        self.query = entry.query
-        # orjson hands back bytes with a 4 KiB buffer: an exact-size copy keeps 100,000 entries ~350 MB smaller
-        self.response = memoryview(orjson.dumps(entry.response)).tobytes()
-        self.created_at = entry.created_at
-        self.expires_at = entry.expires_at
-        self.namespace = sys.intern(entry.namespace)
-        self.model = sys.intern(entry.model)
-        self.dense = None if dense is None else np.asarray(dense, dtype=np.float32).tobytes()
+def _record(entry: CacheEntry, dense: np.ndarray | None) -> _Record:
+    """The response as JSON bytes (a third of the dict's memory), shared scope/namespace/model strings."""
+    # orjson hands back bytes with a 4 KiB buffer: an exact-size copy keeps 100,000 entries ~350 MB smaller
+    response = memoryview(orjson.dumps(entry.response)).tobytes()
+    vector = None if dense is None else np.asarray(dense, dtype=np.float32).tobytes()
+    return (sys.intern(entry.scope_key), entry.query, response, entry.created_at, entry.expires_at,
+            sys.intern(entry.namespace), sys.intern(entry.model), vector)
 
-    def entry(self, entry_id: str) -> CacheEntry:
-        dense = None if self.dense is None else np.frombuffer(self.dense, dtype=np.float32)
-        return CacheEntry(entry_id, self.scope_key, self.query, orjson.loads(self.response), self.created_at,
-                          self.expires_at, self.namespace, self.model, dense)
+
+def _entry(entry_id: str, record: _Record) -> CacheEntry:
+    dense = None if record[_DENSE] is None else np.frombuffer(record[_DENSE], dtype=np.float32)
+    return CacheEntry(entry_id, record[_SCOPE], record[_QUERY], orjson.loads(record[_RESPONSE]), record[_CREATED],
+                      record[_EXPIRES], record[_NAMESPACE], record[_MODEL], dense)
 
 
 class MemoryStore:
@@ -153,20 +160,21 @@ class MemoryStore:
         if entry is None:
             return
         self._index.remove(entry_id)
-        left = self._scope_sizes[entry.scope_key] - 1
+        scope_key = entry[_SCOPE]
+        left = self._scope_sizes[scope_key] - 1
         if left:
-            self._scope_sizes[entry.scope_key] = left
+            self._scope_sizes[scope_key] = left
         else:
-            del self._scope_sizes[entry.scope_key]
+            del self._scope_sizes[scope_key]
 
     async def get(self, entry_id: str, now: float) -> CacheEntry | None:
         record = self._entries.get(entry_id)
         if record is None:
             return None
-        if record.expires_at <= now:
+        if record[_EXPIRES] <= now:
             self._delete(entry_id)
             return None
-        return record.entry(entry_id)
+        return _entry(entry_id, record)
 
     async def touch(self, entry_id: str, now: float) -> None:
         if entry_id in self._entries:
@@ -181,9 +189,9 @@ class MemoryStore:
         self, entry: CacheEntry, vector: np.ndarray | None, now: float, *, dense: np.ndarray | None = None
     ) -> None:
         self._delete(entry.id)
-        record = _Record(entry, dense if dense is not None else entry.dense)
+        record = _record(entry, dense if dense is not None else entry.dense)
         if vector is not None:
-            self._index.add(record.scope_key, entry.id, vector, entry.expires_at)
+            self._index.add(record[_SCOPE], entry.id, vector, entry.expires_at)
         self._entries[entry.id] = record
         self._scope_sizes[entry.scope_key] = self._scope_sizes.get(entry.scope_key, 0) + 1
         while len(self._entries) > self._capacity:
@@ -192,16 +200,16 @@ class MemoryStore:
 
     async def keep_dense(self, entry_id: str, dense: np.ndarray) -> None:
         record = self._entries.get(entry_id)
-        if record is not None:
-            record.dense = np.asarray(dense, dtype=np.float32).tobytes()
+        if record is not None:  # replacing a key's value keeps its place in the LRU order
+            self._entries[entry_id] = (*record[:_DENSE], np.asarray(dense, dtype=np.float32).tobytes())
 
     async def clear(self, *, namespace: str | None = None, model: str | None = None) -> int:
-        doomed = [i for i, r in self._entries.items() if matches(r.namespace, r.model, namespace, model)]
+        doomed = [i for i, r in self._entries.items() if matches(r[_NAMESPACE], r[_MODEL], namespace, model)]
         for entry_id in doomed:
             self._delete(entry_id)
         return len(doomed)
 
     async def counts(self, now: float) -> StoreCounts:
-        for entry_id in [i for i, r in self._entries.items() if r.expires_at <= now]:
+        for entry_id in [i for i, r in self._entries.items() if r[_EXPIRES] <= now]:
             self._delete(entry_id)
         return StoreCounts(entries=len(self._entries), scopes=len(self._scope_sizes))

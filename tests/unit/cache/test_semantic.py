@@ -376,3 +376,35 @@ async def test_memory_store_keeps_a_dense_vector_only_for_live_entries() -> None
     kept = await store.get("a", 1.0)
     assert kept is not None and kept.dense is not None and kept.dense.tolist() == [0.5, 0.5, 0.5]
     assert await store.get("missing", 1.0) is None
+
+
+async def test_keeping_a_dense_vector_keeps_the_entry_s_place_in_the_lru_order() -> None:
+    from cache.store import CacheEntry
+
+    store = MemoryStore(capacity=2)
+    for entry_id in ("old", "new"):
+        await store.put(CacheEntry(entry_id, "s", entry_id, {}, 0.0, 100.0, "ns", "m"), None, 1.0)
+    await store.keep_dense("old", np.ones(3, dtype=np.float32))
+    await store.put(CacheEntry("newest", "s", "newest", {}, 0.0, 100.0, "ns", "m"), None, 1.0)
+    assert await store.get("old", 1.0) is None  # still the least recently used: evicted first
+    assert await store.get("new", 1.0) is not None
+
+
+async def test_memory_store_entries_are_invisible_to_the_cyclic_gc() -> None:
+    """A full collection walks every object the GC tracks, with the event loop stopped: 100,000 cached entries
+    must not be among them."""
+    import gc
+
+    from cache.store import CacheEntry
+
+    store = MemoryStore()
+    for i in range(50):
+        entry = CacheEntry(f"e{i}", "scope", f"question {i}?", {"choices": [{"text": f"answer {i}"}]}, 0.0, 100.0,
+                           "ns", "m", dense=np.ones(3, dtype=np.float32) if i % 2 else None)
+        await store.put(entry, np.random.default_rng(i).random(4).astype(np.float32), 1.0)
+    await store.keep_dense("e0", np.ones(3, dtype=np.float32))
+    gc.collect()
+    records = list(store._entries.values())
+    assert len(records) == 50 and not any(gc.is_tracked(record) for record in records)
+    kept = await store.get("e0", 1.0)
+    assert kept is not None and kept.response == {"choices": [{"text": "answer 0"}]} and kept.dense is not None
