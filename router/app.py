@@ -16,7 +16,7 @@ from router.appkeys import DB_SCHEMA, EMBEDDER_OVERRIDE, METRICS, PROVIDER_OVERR
 from router.config import ConfigError, Settings
 from router.http import admin, cors
 from router.http import openai as openai_routes
-from router.http.inflight import inflight_middleware, limit_malloc_arenas, make_budget
+from router.http.inflight import freeze_startup_objects, inflight_middleware, limit_malloc_arenas, make_budget
 from router.http.middleware import request_middleware
 from router.http.wire import DejaRunner
 from router.ops import status
@@ -119,6 +119,7 @@ async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = 
     app = create_app(settings)
     runner = DejaRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=DRAIN_SECONDS)
     await runner.setup()
+    freeze_startup_objects()
     try:
         if not stop.is_set():
             site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)

@@ -61,6 +61,15 @@ def trim_heap() -> None:
         libc.malloc_trim(0)
 
 
+def freeze_startup_objects() -> None:
+    """Take every object alive once start-up is done (LiteLLM's modules and the models: about 300,000 objects)
+    out of the cyclic GC's sight, after collecting start-up's garbage. Otherwise each full collection walks them
+    all: ~200 ms with the event loop stopped, a few times a minute under load (measured). They are still freed
+    by reference counting."""
+    gc.collect()
+    gc.freeze()
+
+
 class BodyBudget:
     """Bytes of large bodies in flight, at most ``max_bytes``; FIFO waiters."""
 
