@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Final, Protocol, runtime_checkable
 
 import numpy as np
@@ -129,6 +130,42 @@ def _entry(entry_id: str, record: _Record) -> CacheEntry:
                       record[_EXPIRES], record[_NAMESPACE], record[_MODEL], dense)
 
 
+class _ExpiryLog:
+    """Every stored entry's expiry time, appended as entries are stored, so that finding the expired ones is one
+    numpy comparison rather than a walk over every entry in Python (~15 ms at 100,000 entries, with the event loop
+    stopped, at each ``/metrics`` scrape and each status-page poll). A row whose entry has since been replaced or
+    evicted stays until it is due (``due`` reports it, and the store checks it against the entry) or until the log,
+    grown to twice the entries, is rebuilt from them (~15-35 ms at 100,000 entries, once per 100,000 stores at
+    capacity)."""
+
+    def __init__(self) -> None:
+        self._expires = np.full(1024, np.inf)
+        self._ids: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, entry_id: str, expires_at: float) -> None:
+        row = len(self._ids)
+        if row == len(self._expires):
+            self._expires = np.concatenate([self._expires, np.full(row, np.inf)])
+        self._expires[row] = expires_at
+        self._ids.append(entry_id)
+
+    def due(self, now: float) -> list[tuple[str, float]]:
+        """(id, expiry time) of every row due by ``now``, each reported once."""
+        rows = np.flatnonzero(self._expires[: len(self._ids)] <= now)
+        out = [(self._ids[row], float(self._expires[row])) for row in rows.tolist()]
+        self._expires[rows] = np.inf
+        return out
+
+    def reset(self, ids: list[str], expires: np.ndarray) -> None:
+        """Exactly these rows (the live entries), dropping those of replaced and evicted entries."""
+        self._ids = ids
+        self._expires = np.full(max(1024, 2 * len(ids)), np.inf)
+        self._expires[: len(ids)] = expires
+
+
 class MemoryStore:
     """Everything in this process: an LRU-ordered dict of entries plus a vector index."""
 
@@ -139,6 +176,7 @@ class MemoryStore:
         self._capacity = check_capacity(capacity)
         self._entries: OrderedDict[str, _Record] = OrderedDict()  # oldest use first
         self._scope_sizes: dict[str, int] = {}
+        self._expiry = _ExpiryLog()
         self._index = VectorIndex(dim, ann_min_rows=ann_min_rows, ann_dtype=ann_dtype)
 
     @property
@@ -194,6 +232,9 @@ class MemoryStore:
             self._index.add(record[_SCOPE], entry.id, vector, entry.expires_at)
         self._entries[entry.id] = record
         self._scope_sizes[entry.scope_key] = self._scope_sizes.get(entry.scope_key, 0) + 1
+        self._expiry.add(entry.id, entry.expires_at)
+        if len(self._expiry) > 2 * len(self._entries) + 1024:  # rows of replaced and evicted entries
+            self._rebuild_expiry()
         while len(self._entries) > self._capacity:
             oldest = next(iter(self._entries))
             self._delete(oldest)
@@ -209,7 +250,17 @@ class MemoryStore:
             self._delete(entry_id)
         return len(doomed)
 
+    def _rebuild_expiry(self) -> None:
+        expires = np.fromiter(map(itemgetter(_EXPIRES), self._entries.values()), np.float64, len(self._entries))
+        self._expiry.reset(list(self._entries), expires)
+
+    def _holds(self, entry_id: str, expires_at: float) -> bool:
+        """Whether the entry stored under ``entry_id`` is the one that expires at ``expires_at``."""
+        record = self._entries.get(entry_id)
+        return record is not None and record[_EXPIRES] == expires_at
+
     async def counts(self, now: float) -> StoreCounts:
-        for entry_id in [i for i, r in self._entries.items() if r[_EXPIRES] <= now]:
-            self._delete(entry_id)
+        for entry_id, expires_at in self._expiry.due(now):
+            if self._holds(entry_id, expires_at):
+                self._delete(entry_id)
         return StoreCounts(entries=len(self._entries), scopes=len(self._scope_sizes))

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cache import (
     CacheUnavailableError,
@@ -408,3 +410,35 @@ async def test_memory_store_entries_are_invisible_to_the_cyclic_gc() -> None:
     assert len(records) == 50 and not any(gc.is_tracked(record) for record in records)
     kept = await store.get("e0", 1.0)
     assert kept is not None and kept.response == {"choices": [{"text": "answer 0"}]} and kept.dense is not None
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.floats(0.5, 20.0), st.floats(0.0, 6.0), st.booleans()),
+                max_size=60))
+async def test_memory_store_counts_agree_with_a_plain_model(steps: list[tuple[int, float, float, bool]]) -> None:
+    """Puts with assorted TTLs (replacing entries, evicting past capacity), the clock moving on, and counts: the
+    store's count of live entries is always the model's, through the expiry log's stale rows and compactions."""
+    from collections import OrderedDict
+
+    from cache.store import CacheEntry
+
+    store = MemoryStore(capacity=4)
+    model: OrderedDict[str, float] = OrderedDict()
+    now = 0.0
+    for key, ttl, advance, count in steps:
+        entry_id = f"e{key}"
+        await store.put(CacheEntry(entry_id, "s", entry_id, {}, now, now + ttl, "ns", "m"), None, now)
+        model.pop(entry_id, None)
+        model[entry_id] = now + ttl
+        while len(model) > 4:
+            model.popitem(last=False)
+        now += advance
+        if count:
+            live = {i for i, expires in model.items() if expires > now}
+            assert (await store.counts(now)).entries == len(live)
+            model = OrderedDict((i, e) for i, e in model.items() if i in live)
+        if len(store._expiry) > 8:
+            store._rebuild_expiry()
+    live = {i for i, expires in model.items() if expires > now}
+    assert (await store.counts(now)).entries == len(live)
+    assert {i for i in live if await store.get(i, now) is not None} == live
