@@ -21,11 +21,19 @@ the oldest are the next to be evicted), while the rows not yet moved stay where 
 The old graph is asked for more neighbours the fewer of its rows still wait (the rest are dead or have moved);
 once that would pass :data:`MAX_OLD_NEIGHBOURS`, its last waiting rows are copied out and searched exactly, as the
 outgrown matrix is.
+
+**A miss's row goes in right after its search** (:meth:`AnnScope.reserve`). Both walk the same part of the graph,
+and an insert made with that part still in the CPU's caches costs about 0.35 ms here against 0.56 ms once other
+requests' work has pushed it out, as it had by the time the answer came back (ad hoc, 99,000 rows). The reserved
+row is not an entry yet: searches skip it, like a dead row, until the answer's ``add`` claims it (same entry id,
+same vector). A reservation that is never claimed (the upstream failed, the answer was not cacheable) is dropped
+as a dead row once :data:`MAX_RESERVED` newer ones wait.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,6 +59,8 @@ MIN_DEAD_TO_REBUILD = 256
 #: The most neighbours a search asks of a graph being replaced; past that, its last waiting rows are searched
 #: exactly (at most ~17,000 at 100,000 rows, top_k 5).
 MAX_OLD_NEIGHBOURS = 256
+#: Reserved rows waiting for their answer (a few per request in flight); past this, the oldest count as dead.
+MAX_RESERVED = 1024
 
 
 def ann_available() -> bool:
@@ -131,7 +141,7 @@ class AnnScope:
         self._index: Any = self._graph()
         self._dead = 0  # dead rows in ``_index``
         self._key_of: dict[str, int] = {}
-        self._id_of: dict[int, str] = {}  # live keys, ascending (keys only grow)
+        self._id_of: dict[int, str] = {}  # live keys, as remembered (ascending but for claimed reservations)
         self._expires: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._next_key = 0
@@ -141,6 +151,8 @@ class AnnScope:
         self._cut = 0
         self._to_move: list[int] = []
         self._waiting_count = 0  # live rows still waiting in ``_old``
+        # Rows in ``_index`` for answers not stored yet: entry id -> (key, unit vector); oldest first.
+        self._reserved: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
 
     @classmethod
     def from_rows(cls, ids: list[str], vectors: np.ndarray, expires: np.ndarray, dtype: str = "f16") -> AnnScope:
@@ -185,10 +197,46 @@ class AnnScope:
 
     def add(self, entry_id: str, unit: np.ndarray, expires_at: float) -> None:
         self.remove(entry_id)
-        key = int(self._keys(1)[0])
-        self._index.add(key, unit, threads=1)
+        key = self._claim(entry_id, unit)
+        if key is None:
+            key = int(self._keys(1)[0])
+            self._index.add(key, unit, threads=1)
         self._remember(entry_id, key, expires_at)
         self._move(MOVE_PER_ADD)
+
+    def reserve(self, entry_id: str, unit: np.ndarray) -> None:
+        """Insert the row of an entry about to be stored (its lookup just searched with ``unit``), for
+        :meth:`add` to claim; see the module's docstring."""
+        if entry_id in self._reserved:
+            return
+        key = int(self._keys(1)[0])
+        self._index.add(key, unit, threads=1)
+        self._reserved[entry_id] = (key, unit)
+        if len(self._reserved) > MAX_RESERVED:
+            self._reserved.popitem(last=False)
+            self._bury()
+
+    @property
+    def reserved(self) -> int:
+        """Rows reserved and not claimed yet."""
+        return len(self._reserved)
+
+    def _claim(self, entry_id: str, unit: np.ndarray) -> int | None:
+        """The key of ``entry_id``'s reserved row when it holds this vector (else it is dead, and None)."""
+        held = self._reserved.pop(entry_id, None)
+        if held is None:
+            return None
+        key, reserved = held
+        if np.array_equal(reserved, unit):
+            return key
+        self._bury()
+        return None
+
+    def _bury(self) -> None:
+        """One more dead row in the current graph; once they outnumber the live ones, start a new graph."""
+        self._dead += 1
+        if self._old is None and self._dead > max(len(self._key_of), MIN_DEAD_TO_REBUILD):
+            self._start_rebuild()
 
     def _move(self, rows: int) -> None:
         """Move up to ``rows`` live rows (newest first) from the old graph or matrix into the new graph."""
@@ -209,9 +257,13 @@ class AnnScope:
             self._old, self._to_move = None, []
 
     def _start_rebuild(self) -> None:
-        """A fresh graph for new rows; the live ones move into it a few per insert, the dead stay behind."""
+        """A fresh graph for new rows; the live ones move into it a few per insert, the dead (and the reserved,
+        whose answers will be inserted afresh) stay behind."""
         self._old, self._cut = _OldGraph(self._index), self._next_key
-        self._to_move = list(self._id_of)  # ascending: keys only grow and dict order is insertion order
+        # ascending, as ``_waiting`` needs; nearly sorted already (a claimed reservation's key is a little older
+        # than the rows remembered while its answer was on the way), which the sort runs through in linear time
+        self._to_move = sorted(self._id_of)
+        self._reserved.clear()
         self._waiting_count = len(self._to_move)
         self._index, self._dead = self._graph(), 0
 
@@ -225,9 +277,7 @@ class AnnScope:
             self._old.drop(key)
             self._waiting_count -= 1
         else:
-            self._dead += 1
-        if self._old is None and self._dead > max(len(self._key_of), MIN_DEAD_TO_REBUILD):
-            self._start_rebuild()
+            self._bury()
         return True
 
     def _search_old(self, query: np.ndarray, k: int) -> tuple[list[int], list[float]]:
@@ -244,6 +294,9 @@ class AnnScope:
             self._old, self._to_move = _OldRows(waiting, self._old.vectors(waiting)), waiting
         return self._old.search(query, k)
 
+    def expires_of(self, entry_id: str) -> float | None:
+        return self._expires.get(entry_id)
+
     def expired(self, now: float) -> list[str]:
         gone: list[str] = []
         while self._heap and self._heap[0][0] <= now:
@@ -255,7 +308,8 @@ class AnnScope:
     def search(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         if not self._key_of or k <= 0:
             return []
-        wanted = k + 2 + min(self._dead, 4 * k + 16)  # dead rows may take some of the nearest places
+        # dead and reserved rows may take some of the nearest places
+        wanted = k + 2 + min(self._dead + len(self._reserved), 4 * k + 16)
         out: list[tuple[str, float]] = []
         if len(self._index):
             found = self._index.search(query, min(len(self._index), wanted), threads=1)

@@ -87,6 +87,10 @@ class _ScopeMatrix:
         self.ids.pop()
         return True
 
+    def expires_of(self, entry_id: str) -> float | None:
+        row = self.rows.get(entry_id)
+        return float(self.expires[row]) if row is not None else None
+
     def expired(self, now: float) -> list[str]:
         size = len(self.ids)
         return [self.ids[i] for i in np.flatnonzero(self.expires[:size] <= now)]
@@ -154,6 +158,20 @@ class VectorIndex:
         self._scope_of[entry_id] = scope_key
         if isinstance(matrix, _ScopeMatrix) and self._ann_min is not None and len(matrix) >= self._ann_min:
             self._scopes[scope_key] = _promote(matrix, self._ann_dtype)
+
+    def holds(self, scope_key: str, entry_id: str, expires_at: float) -> bool:
+        """Whether ``entry_id`` is in ``scope_key`` with this expiry time (so adding it again changes nothing)."""
+        if self._scope_of.get(entry_id) != scope_key:
+            return False
+        return self._scopes[scope_key].expires_of(entry_id) == expires_at
+
+    def reserve(self, scope_key: str, entry_id: str, vector: np.ndarray) -> None:
+        """``entry_id`` (of scope ``scope_key``) will soon be added with ``vector``, just searched: an HNSW scope
+        inserts its row now, while the search has left that part of the graph in the CPU's caches, and ``add``
+        claims it (:meth:`cache.ann.AnnScope.reserve`). Exact matrices need no head start."""
+        scope = self._scopes.get(scope_key)
+        if isinstance(scope, AnnScope):
+            scope.reserve(entry_id, self._check(vector))
 
     def remove(self, entry_id: str) -> bool:
         scope_key = self._scope_of.pop(entry_id, None)

@@ -233,6 +233,9 @@ class RedisStore:
     async def search(self, scope_key: str, vector: np.ndarray, k: int, now: float) -> list[Match]:
         return self._index.search(scope_key, vector, k, now)
 
+    def reserve(self, scope_key: str, entry_id: str, vector: np.ndarray) -> None:
+        self._index.reserve(scope_key, entry_id, vector)
+
     async def put(
         self, entry: CacheEntry, vector: np.ndarray | None, now: float, *, dense: np.ndarray | None = None
     ) -> None:
@@ -245,7 +248,8 @@ class RedisStore:
         keys = [*self.keys.bookkeeping, self.keys.entry(entry.id)]
         dropped = await self._guard(self._put(keys=keys, args=args))
         if vector is not None:
-            self._add_row(self._index, entry.scope_key, entry.id, vector, entry.expires_at)
+            if not self._index.holds(entry.scope_key, entry.id, entry.expires_at):  # else the tail was first
+                self._add_row(self._index, entry.scope_key, entry.id, vector, entry.expires_at)
         else:
             self._index.remove(entry.id)
         for entry_id in dropped:
@@ -349,9 +353,9 @@ class RedisStore:
             self._seen += 1
             op, entry_id = fields.get(b"op"), _text(fields.get(b"id", b""))
             if op == b"add" and b"vec" in fields:
-                self._add_row(
-                    self._index, _text(fields[b"scope"]), entry_id, fields[b"vec"], float(fields[b"exp"])
-                )
+                scope, expires = _text(fields[b"scope"]), float(fields[b"exp"])
+                if not self._index.holds(scope, entry_id, expires):  # else this replica's own put, added then
+                    self._add_row(self._index, scope, entry_id, fields[b"vec"], expires)
             elif op == b"del":
                 self._index.remove(entry_id)
 

@@ -238,10 +238,14 @@ class SemanticCache:
         *,
         threshold: float | None = None,
         semantic: bool = True,
+        will_store: bool = False,
     ) -> LookupResult:
-        """Find a cached response for this request. Raises CacheUnavailableError if the backend is down."""
+        """Find a cached response for this request. Raises CacheUnavailableError if the backend is down.
+        ``will_store``: the caller stores the answer of a miss (``store(..., lookup=result)``), so a miss the gate
+        decides reserves the entry's place in the index at once (:meth:`cache.store.CacheStore.reserve`)."""
         now = self._clock()
-        entry = await self._store.get(exact_key(scope, body), now)
+        entry_id = exact_key(scope, body)
+        entry = await self._store.get(entry_id, now)
         if entry is not None and entry.scope_key == scope.key:
             await self._store.touch(entry.id, now)
             self._hits_exact += 1
@@ -262,6 +266,8 @@ class SemanticCache:
         best_gate = matches[0].similarity if matches else None
         passing = [m for m in matches if m.similarity >= self.gate_threshold][: self.transformer_candidates]
         if not passing:
+            if will_store:
+                self._store.reserve(scope.key, entry_id, gate_vector)
             return self._miss(reason="below-gate" if matches else None, stage="gate", floor=floor,
                               gate_similarity=best_gate,
                               gate_threshold=self.gate_threshold, vectors=QueryVectors(query, gate_vector, None))

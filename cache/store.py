@@ -72,6 +72,11 @@ class CacheStore(Protocol):
         """The ``k`` nearest live entries of the scope, best first. Ids may be stale: check with get()."""
         ...
 
+    def reserve(self, scope_key: str, entry_id: str, vector: np.ndarray) -> None:
+        """A hint, right after a miss's ``search``: ``put`` will soon store ``entry_id`` with this ``vector``
+        (the local index inserts it now, while that search's memory is warm). Never fails, never waits."""
+        ...
+
     async def put(
         self, entry: CacheEntry, vector: np.ndarray | None, now: float, *, dense: np.ndarray | None = None
     ) -> None:
@@ -222,6 +227,9 @@ class MemoryStore:
         for entry_id in self._index.purge_expired(scope_key, now):
             self._delete(entry_id)
         return self._index.search(scope_key, vector, k, now)
+
+    def reserve(self, scope_key: str, entry_id: str, vector: np.ndarray) -> None:
+        self._index.reserve(scope_key, entry_id, vector)
 
     async def put(
         self, entry: CacheEntry, vector: np.ndarray | None, now: float, *, dense: np.ndarray | None = None

@@ -27,7 +27,7 @@ async def look_up(ctx: Context, call: Call, body: dict[str, Any], controls: Cach
     metrics = ctx.metrics
     threshold = controls.threshold if controls.threshold is not None else ctx.settings.cache.threshold
     try:
-        result = await cache.lookup(scope, body, query, threshold=threshold)
+        result = await cache.lookup(scope, body, query, threshold=threshold, will_store=True)
     except CacheUnavailableError:
         metrics.cache_errors.inc()
         metrics.cache_lookups.labels(result="error").inc()

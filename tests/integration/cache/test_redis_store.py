@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from cache import Keys, RedisStore, SemanticCache
+from cache.ann import AnnScope
 
 from .conftest import BagOfWordsEmbedder, answer, eventually, request
 
@@ -193,3 +194,27 @@ async def test_exact_only_rewrite_removes_the_vector_everywhere(
         await exact_only.close()
     await eventually(lambda: _indexed(b, 0), 1.0, "b dropped the vector")
     assert await kind(b, "first with a vector") == "exact"
+
+
+async def test_a_replica_inserts_its_own_entries_once(redis_url: str, redis_prefix: str) -> None:
+    """Each put goes into the local index at once and comes back on the stream: the echo is not inserted again
+    (in an HNSW scope every insert costs a graph walk and leaves the replaced row dead)."""
+    store = RedisStore(redis_url, prefix=redis_prefix, ann_min_rows=8)
+    cache = SemanticCache(store, BagOfWordsEmbedder(), None)
+    await cache.start()
+    try:
+        texts = [f"question number {i} about topic {i * 7}" for i in range(40)]
+        for text in texts:
+            await put(cache, text)
+
+        async def echoed() -> bool:
+            return store._seen >= len(texts)
+
+        await eventually(echoed, 5.0, "the stream's add events applied")
+        (scope,) = store._index._scopes.values()
+        assert isinstance(scope, AnnScope)
+        assert scope._next_key == len(texts)  # one key per entry: nothing was inserted twice
+        assert scope._dead == 0
+        assert await kind(cache, texts[17] + " please") == "semantic"
+    finally:
+        await cache.close()
