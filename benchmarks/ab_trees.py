@@ -1,0 +1,120 @@
+"""Before/after on one machine: deja from two source trees, both filled, misses measured in alternating rounds.
+
+    git worktree add /tmp/deja-base main     # the tree to compare with
+    .venv/bin/python -m benchmarks.ab_trees --base /tmp/deja-base [--fill 99000] [--rounds 10] [--name ab_trees]
+
+A change worth a few percent is lost in the noise between two ``bench-peers`` runs (the same tree gave 230 to 295
+misses per second at 100,000 entries within an hour). Here both trees run at once, in their default configuration,
+on one fake upstream; each is filled with the same spliced Quora questions (``benchmarks.peers``' fillers), then
+every round sends the same 600 unique real questions (one Quora question per pair, new each round) to both at
+concurrency 32, the order alternating. Reported per round: requests per second and the server's CPU per request;
+the result is the paired ratio (candidate over base), whose spread shows what the machine's noise did.
+Writes ``benchmarks/results/<name>.json`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.peers import PAIRS_PER_PHASE, _body, fill_sources, load_data, spliced
+from benchmarks.peers_client import Target, drive
+from benchmarks.procs import ROOT, cpu_seconds, memory_kib, run_and_save, start_deja, start_upstream, stop
+from benchmarks.qqp import DEFAULT_QQP
+
+REQUESTS_PER_ROUND = 600
+CONCURRENCY = 32
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    questions, pairs = load_data(args.data, PAIRS_PER_PHASE)
+    fillers = spliced(fill_sources(args.data, {t for phase in pairs for pair in phase for t in pair}), args.fill)
+    roots = {"base": args.base.resolve(), "candidate": args.candidate.resolve()}
+    work = Path(tempfile.mkdtemp(prefix="deja-ab-"))
+    upstream, up_port = start_upstream()
+    procs: list[Any] = [upstream]
+    result: dict[str, Any] = {"benchmark": "ab_trees", "roots": {k: str(v) for k, v in roots.items()},
+                              "fill": args.fill, "requests_per_round": REQUESTS_PER_ROUND,
+                              "concurrency": CONCURRENCY, "fill_seconds": {}, "rounds": []}
+    try:
+        targets: dict[str, Target] = {}
+        for name, root in roots.items():
+            proc, port = start_deja(work / name, up_port, {}, root=root)
+            procs.append(proc)
+            targets[name] = Target(name, f"http://127.0.0.1:{port}/v1", "bench", proc.pid)
+        for name, target in targets.items():
+            started = time.perf_counter()
+            load = await drive(target, _body("bench", fillers), len(fillers), CONCURRENCY)
+            if len(load.ok) != len(fillers):
+                raise RuntimeError(f"{name}: {len(fillers) - len(load.ok)} fill requests failed")
+            result["fill_seconds"][name] = round(time.perf_counter() - started, 1)
+        await asyncio.sleep(3.0)  # the last stores run after the answers
+        for r in range(args.rounds):
+            texts = questions.take(REQUESTS_PER_ROUND)
+            order = list(targets) if r % 2 == 0 else list(reversed(targets))
+            row: dict[str, Any] = {}
+            for name in order:
+                target = targets[name]
+                cpu = cpu_seconds(target.pid)
+                load = await drive(target, _body("bench", texts), len(texts), CONCURRENCY)
+                row[name] = {"rps": round(len(load.ok) / load.wall, 1), "errors": len(texts) - len(load.ok),
+                             "cpu_ms": round((cpu_seconds(target.pid) - cpu) / len(texts) * 1000, 3)}
+            row["ratio"] = round(row["candidate"]["rps"] / row["base"]["rps"], 3)
+            result["rounds"].append(row)
+            print(f"round {r}: " + ", ".join(f"{n} {row[n]['rps']:.0f}/s {row[n]['cpu_ms']:.2f} ms CPU"
+                                             for n in targets) + f", ratio {row['ratio']}", flush=True)
+        result["rss_mib"] = {name: round(memory_kib(t.pid) / 1024) for name, t in targets.items()}
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
+    rounds = result["rounds"]
+    result["summary"] = {
+        "ratio_median": round(statistics.median(r["ratio"] for r in rounds), 3),
+        "rounds_candidate_faster": sum(1 for r in rounds if r["ratio"] > 1),
+        **{f"{n}_rps_median": statistics.median(r[n]["rps"] for r in rounds) for n in roots},
+        **{f"{n}_cpu_ms_median": statistics.median(r[n]["cpu_ms"] for r in rounds) for n in roots}}
+    return result
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = result["rounds"]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for name, colour in (("base", "#999999"), ("candidate", "#4c72b0")):
+        ax.plot(range(len(rounds)), [r[name]["rps"] for r in rounds], "o-", color=colour, label=name)
+    ax.set_xlabel("round (the order of the two alternates)")
+    ax.set_ylabel(f"misses/s at concurrency {result['concurrency']}")
+    ax.set_title(f"two trees, each filled with {result['fill']:,} entries: median ratio "
+                 f"{result['summary']['ratio_median']:.3f}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--base", type=Path, required=True, help="the source tree to compare with")
+    parser.add_argument("--candidate", type=Path, default=ROOT, help="the source tree measured (default: this one)")
+    parser.add_argument("--fill", type=int, default=99_000, help="entries each deja holds before the rounds")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--data", type=Path, default=DEFAULT_QQP)
+    parser.add_argument("--name", default="ab_trees", help="results/<name>.json and .png")
+    args = parser.parse_args()
+    result = run_and_save(args.name, lambda: measure(args), plot)
+    print(result["summary"])
+
+
+if __name__ == "__main__":
+    main()
