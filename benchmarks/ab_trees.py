@@ -74,13 +74,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         for proc in reversed(procs):
             stop(proc)
         shutil.rmtree(work, ignore_errors=True)
-    rounds = result["rounds"]
-    result["summary"] = {
-        "ratio_median": round(statistics.median(r["ratio"] for r in rounds), 3),
-        "rounds_candidate_faster": sum(1 for r in rounds if r["ratio"] > 1),
-        **{f"{n}_rps_median": statistics.median(r[n]["rps"] for r in rounds) for n in roots},
-        **{f"{n}_cpu_ms_median": statistics.median(r[n]["cpu_ms"] for r in rounds) for n in roots}}
+    result["summary"] = summarise(result["rounds"])
     return result
+
+
+def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    names = ("base", "candidate")
+    return {"ratio_median": round(statistics.median(r["ratio"] for r in rounds), 3),
+            "rounds_candidate_faster": sum(1 for r in rounds if r["ratio"] > 1),
+            **{f"{n}_rps_median": round(statistics.median(r[n]["rps"] for r in rounds), 1) for n in names},
+            **{f"{n}_cpu_ms_median": round(statistics.median(r[n]["cpu_ms"] for r in rounds), 3) for n in names}}
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
