@@ -7,8 +7,10 @@ A change worth a few percent is lost in the noise between two ``bench-peers`` ru
 misses per second at 100,000 entries within an hour). Here both trees run at once, in their default configuration,
 on one fake upstream; each is filled with the same spliced Quora questions (``benchmarks.peers``' fillers), then
 every round sends the same 600 unique real questions (one Quora question per pair, new each round) to both at
-concurrency 32, the order alternating. Reported per round: requests per second and the server's CPU per request;
-the result is the paired ratio (candidate over base), whose spread shows what the machine's noise did.
+concurrency 32, then the same 100 others to both one at a time, the order alternating. Reported per round: requests
+per second and the server's CPU per request at concurrency 32, and the p50 latency at concurrency 1; the result is
+the paired ratio (candidate over base) and the paired latency difference, whose spread shows what the machine's
+noise did.
 Writes ``benchmarks/results/<name>.json`` and ``.png``.
 """
 
@@ -30,6 +32,7 @@ from benchmarks.qqp import DEFAULT_QQP
 
 REQUESTS_PER_ROUND = 600
 CONCURRENCY = 32
+ALONE_PER_ROUND = 100
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,10 +68,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 load = await drive(target, _body("bench", texts), len(texts), CONCURRENCY)
                 row[name] = {"rps": round(len(load.ok) / load.wall, 1), "errors": len(texts) - len(load.ok),
                              "cpu_ms": round((cpu_seconds(target.pid) - cpu) / len(texts) * 1000, 3)}
+            alone = questions.take(ALONE_PER_ROUND)
+            for name in order:
+                load = await drive(targets[name], _body("bench", alone), len(alone), 1)
+                row[name]["c1_p50_ms"] = round(statistics.median(r.total for r in load.ok) * 1000, 3)
             row["ratio"] = round(row["candidate"]["rps"] / row["base"]["rps"], 3)
+            row["c1_difference_ms"] = round(row["candidate"]["c1_p50_ms"] - row["base"]["c1_p50_ms"], 3)
             result["rounds"].append(row)
             print(f"round {r}: " + ", ".join(f"{n} {row[n]['rps']:.0f}/s {row[n]['cpu_ms']:.2f} ms CPU"
-                                             for n in targets) + f", ratio {row['ratio']}", flush=True)
+                                             for n in targets) + f", ratio {row['ratio']}; concurrency 1 p50 "
+                  + ", ".join(f"{n} {row[n]['c1_p50_ms']:.2f} ms" for n in targets), flush=True)
         result["rss_mib"] = {name: round(memory_kib(t.pid) / 1024) for name, t in targets.items()}
     finally:
         for proc in reversed(procs):
@@ -82,6 +91,9 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     names = ("base", "candidate")
     return {"ratio_median": round(statistics.median(r["ratio"] for r in rounds), 3),
             "rounds_candidate_faster": sum(1 for r in rounds if r["ratio"] > 1),
+            **({"c1_difference_ms_median": round(statistics.median(r["c1_difference_ms"] for r in rounds), 3),
+                **{f"{n}_c1_p50_ms_median": round(statistics.median(r[n]["c1_p50_ms"] for r in rounds), 3)
+                   for n in names}} if all("c1_difference_ms" in r for r in rounds) else {}),
             **{f"{n}_rps_median": round(statistics.median(r[n]["rps"] for r in rounds), 1) for n in names},
             **{f"{n}_cpu_ms_median": round(statistics.median(r[n]["cpu_ms"] for r in rounds), 3) for n in names}}
 

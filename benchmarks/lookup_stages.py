@@ -46,7 +46,7 @@ async def _ask_and_store(cache: Any, texts: list[str]) -> dict[str, Any]:
     for text in texts:
         scope, body, query = _request(text)
         started = time.perf_counter()
-        result = await cache.lookup(scope, body, query, will_store=True)
+        result = await cache.lookup(scope, body, query, reserve=True)
         await cache.store(scope, body, query, ANSWER, lookup=result)
         took.append(time.perf_counter() - started)
         stages[str(result.stage)] = stages.get(str(result.stage), 0) + 1

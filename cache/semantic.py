@@ -238,11 +238,11 @@ class SemanticCache:
         *,
         threshold: float | None = None,
         semantic: bool = True,
-        will_store: bool = False,
+        reserve: bool = False,
     ) -> LookupResult:
         """Find a cached response for this request. Raises CacheUnavailableError if the backend is down.
-        ``will_store``: the caller stores the answer of a miss (``store(..., lookup=result)``), so a miss the gate
-        decides reserves the entry's place in the index at once (:meth:`cache.store.CacheStore.reserve`)."""
+        ``reserve``: the caller will store a miss's answer (``store(..., lookup=result)``) and wants a miss the gate
+        decides to insert its index row now, right after its search (:meth:`cache.store.CacheStore.reserve`)."""
         now = self._clock()
         entry_id = exact_key(scope, body)
         entry = await self._store.get(entry_id, now)
@@ -266,7 +266,7 @@ class SemanticCache:
         best_gate = matches[0].similarity if matches else None
         passing = [m for m in matches if m.similarity >= self.gate_threshold][: self.transformer_candidates]
         if not passing:
-            if will_store:
+            if reserve:
                 self._store.reserve(scope.key, entry_id, gate_vector)
             return self._miss(reason="below-gate" if matches else None, stage="gate", floor=floor,
                               gate_similarity=best_gate,

@@ -71,6 +71,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     error: err.DejaError | None = None
     if route != "other":
         metrics.inflight.inc()
+        metrics.in_progress += 1
     try:
         _check_url(request)
         response = await handler(request)
@@ -89,6 +90,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             status, error = outcome.status, outcome.error or error
         if route != "other":
             metrics.inflight.dec()
+            metrics.in_progress -= 1
             metrics.requests.labels(route=route, model=request.get(MODEL_LABEL, "-"), status=str(status)).inc()
         _remember(request, request_id, status, error)
         _log(request, request_id, route, status, error, outcome, started)

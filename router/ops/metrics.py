@@ -61,6 +61,8 @@ class Metrics:
                                            "Rate-limit checks that could not reach Redis", registry=r)
         self.inflight = Gauge("deja_inflight_requests", "Requests in progress", registry=r,
                               multiprocess_mode="livesum")
+        #: The same, in this process only (the gauge is summed across workers), for the request path to read.
+        self.in_progress = 0
         self.usage_queue = Gauge("deja_usage_queue_depth", "Usage rows waiting to be written", registry=r,
                                  multiprocess_mode="livesum")
         self.usage_written = Counter("deja_usage_rows_written", "Usage rows written", registry=r)

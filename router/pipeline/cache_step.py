@@ -26,8 +26,11 @@ async def look_up(ctx: Context, call: Call, body: dict[str, Any], controls: Cach
         return Lookup("bypass", scope=scope, query=query, store_ttl=controls.ttl)
     metrics = ctx.metrics
     threshold = controls.threshold if controls.threshold is not None else ctx.settings.cache.threshold
+    # Under load, a miss's HNSW insert goes right after its search, whose memory is still in the CPU's caches
+    # (CPU is what is short then); alone, it waits for after the answer, off this request's latency.
+    busy = metrics.in_progress > 1
     try:
-        result = await cache.lookup(scope, body, query, threshold=threshold, will_store=True)
+        result = await cache.lookup(scope, body, query, threshold=threshold, reserve=busy)
     except CacheUnavailableError:
         metrics.cache_errors.inc()
         metrics.cache_lookups.labels(result="error").inc()

@@ -301,10 +301,10 @@ async def test_precheck_of_short_texts_runs_on_the_loop_and_of_long_ones_in_a_th
     assert len(verifier.view_threads) == 1 and verifier.view_threads[0] != threading.get_ident()
 
 
-@pytest.mark.parametrize("will_store", [True, False])
-async def test_a_gate_miss_that_will_be_stored_reserves_its_graph_row(will_store: bool) -> None:
-    """With an HNSW scope, a gate miss the caller will store inserts its row right after the search, and the
-    store claims it: one graph insert per miss either way, none of them wasted."""
+@pytest.mark.parametrize("reserve", [True, False])
+async def test_a_gate_miss_asked_to_reserve_inserts_its_graph_row_at_once(reserve: bool) -> None:
+    """With an HNSW scope, a gate miss asked to reserve inserts its row right after the search, and the store
+    claims it: one graph insert per miss either way, none of them wasted."""
     store_ = MemoryStore(ann_min_rows=8, ann_dtype="f16")
     cache = SemanticCache(store_, CountingEmbedder(), StubVerifier(), gate=CountingGate(), gate_threshold=0.5)
     for i in range(20):
@@ -314,9 +314,9 @@ async def test_a_gate_miss_that_will_be_stored_reserves_its_graph_row(will_store
     text = "How do I bake sourdough bread at home?"
     b = body(text)
     s, query = build_scope(b, tenant="t", namespace="n")
-    result = await cache.lookup(s, b, query, will_store=will_store)
+    result = await cache.lookup(s, b, query, reserve=reserve)
     assert result.kind == "miss" and result.stage == "gate"
-    assert (len(scope._index), scope.reserved) == ((before + 1, 1) if will_store else (before, 0))
+    assert (len(scope._index), scope.reserved) == ((before + 1, 1) if reserve else (before, 0))
     await cache.store(s, b, query, answer(text.upper()), lookup=result)
     assert (len(scope._index), scope.reserved, scope._dead) == (before + 1, 0, 0)
     assert (await lookup(cache, text)).kind == "exact"

@@ -6,6 +6,7 @@ access-log line, which must agree.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -183,3 +184,10 @@ async def test_a_bug_is_a_500_that_is_logged_with_its_cause_and_accounted(client
     [logged] = [r for r in caplog.records if r.getMessage() == "unhandled error"]
     assert logged.exc_info is not None and "a bug in a provider" in repr(logged.exc_info[1].__cause__)
     assert (await rows(client))[response.headers["X-Request-Id"]]["status"] == 500
+
+
+async def test_the_in_progress_count_the_cache_step_reads_returns_to_zero(client: TestClient) -> None:
+    answers = await asyncio.gather(*(client.post("/v1/chat/completions", json=chat(f"question {i}")) for i in range(8)),
+                                   client.post("/v1/chat/completions", data=b"{not json"))
+    assert [a.status for a in answers] == [200] * 8 + [400]
+    assert client.app[METRICS].in_progress == 0
