@@ -121,11 +121,16 @@ def test_any_sequence_of_inserts_and_removals_keeps_searches_exact(ops: list[tup
         ann.MIN_DEAD_TO_REBUILD, ann.MAX_RESERVED = original
 
 
-def test_a_reserved_row_is_searched_only_once_its_answer_claims_it_and_is_inserted_once() -> None:
-    rng = np.random.default_rng(7)
+def _scope_of_random_rows(rows: int, seed: int) -> tuple[np.random.Generator, AnnScope]:
+    rng = np.random.default_rng(seed)
     scope = AnnScope(16, "f16")
-    for i in range(50):
+    for i in range(rows):
         scope.add(f"e{i}", _unit(rng, 16), 1e12)
+    return rng, scope
+
+
+def test_a_reserved_row_is_searched_only_once_its_answer_claims_it_and_is_inserted_once() -> None:
+    rng, scope = _scope_of_random_rows(50, seed=7)
     query = _unit(rng, 16)
     scope.reserve("new", query)
     scope.reserve("new", _unit(rng, 16))  # a second lookup of the same request while the first is in flight
@@ -216,10 +221,7 @@ def test_a_claimed_row_older_than_its_neighbours_moves_in_key_order_during_a_reb
     """A reservation's key is older than the rows stored while its answer was on the way; when a rebuild moves
     rows, it must still know which rows wait (else a moved row is found in both graphs)."""
     monkeypatch.setattr(ann, "MIN_DEAD_TO_REBUILD", 2)
-    rng = np.random.default_rng(9)
-    scope = AnnScope(16, "f16")
-    for i in range(10):
-        scope.add(f"e{i}", _unit(rng, 16), 1e12)
+    rng, scope = _scope_of_random_rows(10, seed=9)
     mine = _unit(rng, 16)
     scope.reserve("mine", mine)
     for i in range(10, 16):
