@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from cache import LookupResult, RedisStore, SemanticCache, StaticEmbedder
+from cache.ann import AnnScope
 
 from .conftest import BagOfWordsEmbedder, answer, eventually, request
 
@@ -157,3 +158,42 @@ async def test_replicas_refuse_before_the_transformer_alike(redis_url: str, redi
     finally:
         for cache in caches:
             await cache.close()
+
+
+async def test_a_reserved_row_is_claimed_by_the_redis_put_and_reaches_other_replicas(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A gate miss asked to reserve inserts its graph row at lookup; the Redis put claims it (and the stream's echo
+    is not inserted again): one graph key per entry. Another replica finds the entry through the stream."""
+    stores = [RedisStore(redis_url, prefix=redis_prefix, dim=GATE.dim, ann_min_rows=8, ann_dtype="i8")
+              for _ in range(2)]
+    a, b = (SemanticCache(store, BagOfWordsEmbedder(), None, gate=GATE) for store in stores)
+    await a.start()
+    await b.start()
+    try:
+        texts = [f"How many {thing} fit in a standard shipping container?" for thing in
+                 ("bananas", "pianos", "bicycles", "refrigerators", "sofas", "tyres", "laptops", "barrels",
+                  "tables", "kayaks")]
+        for text in texts:
+            await put(a, text)
+        question = "What is the boiling point of water at the top of Everest?"
+        scope, body, query = request(question)
+        missed = await a.lookup(scope, body, query, threshold=0.5, reserve=True)
+        assert missed.kind == "miss" and missed.stage == "gate"
+        (graph,) = stores[0]._index._scopes.values()
+        assert isinstance(graph, AnnScope) and graph.reserved == 1
+        await a.store(scope, body, query, answer("about 70 degrees"), lookup=missed)
+
+        async def echoed() -> bool:
+            return stores[0]._seen >= len(texts) + 1
+
+        await eventually(echoed, 5.0, "the stream's add events applied")
+        assert (graph.reserved, graph._dead, graph._next_key) == (0, 0, len(texts) + 1)
+
+        async def replicated() -> bool:
+            return (await ask(b, question + " Please")).kind == "semantic"
+
+        await eventually(replicated, 5.0, "the other replica serving it")
+    finally:
+        await a.close()
+        await b.close()
