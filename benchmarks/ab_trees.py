@@ -91,9 +91,8 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     names = ("base", "candidate")
     return {"ratio_median": round(statistics.median(r["ratio"] for r in rounds), 3),
             "rounds_candidate_faster": sum(1 for r in rounds if r["ratio"] > 1),
-            **({"c1_difference_ms_median": round(statistics.median(r["c1_difference_ms"] for r in rounds), 3),
-                **{f"{n}_c1_p50_ms_median": round(statistics.median(r[n]["c1_p50_ms"] for r in rounds), 3)
-                   for n in names}} if all("c1_difference_ms" in r for r in rounds) else {}),
+            "c1_difference_ms_median": round(statistics.median(r["c1_difference_ms"] for r in rounds), 3),
+            **{f"{n}_c1_p50_ms_median": round(statistics.median(r[n]["c1_p50_ms"] for r in rounds), 3) for n in names},
             **{f"{n}_rps_median": round(statistics.median(r[n]["rps"] for r in rounds), 1) for n in names},
             **{f"{n}_cpu_ms_median": round(statistics.median(r[n]["cpu_ms"] for r in rounds), 3) for n in names}}
 

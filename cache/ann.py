@@ -199,8 +199,7 @@ class AnnScope:
         self.remove(entry_id)
         key = self._claim(entry_id, unit)
         if key is None:
-            key = int(self._keys(1)[0])
-            self._index.add(key, unit, threads=1)
+            key = self._insert(unit)
         self._remember(entry_id, key, expires_at)
         self._move(MOVE_PER_ADD)
 
@@ -209,12 +208,16 @@ class AnnScope:
         :meth:`add` to claim; see the module's docstring."""
         if entry_id in self._reserved:
             return
-        key = int(self._keys(1)[0])
-        self._index.add(key, unit, threads=1)
-        self._reserved[entry_id] = (key, unit)
+        self._reserved[entry_id] = (self._insert(unit), unit)
         if len(self._reserved) > MAX_RESERVED:
             self._reserved.popitem(last=False)
             self._bury()
+
+    def _insert(self, unit: np.ndarray) -> int:
+        """A new row in the current graph, under a new key."""
+        key = int(self._keys(1)[0])
+        self._index.add(key, unit, threads=1)
+        return key
 
     @property
     def reserved(self) -> int:

@@ -248,8 +248,7 @@ class RedisStore:
         keys = [*self.keys.bookkeeping, self.keys.entry(entry.id)]
         dropped = await self._guard(self._put(keys=keys, args=args))
         if vector is not None:
-            if not self._index.holds(entry.scope_key, entry.id, entry.expires_at):  # else the tail was first
-                self._add_row(self._index, entry.scope_key, entry.id, vector, entry.expires_at)
+            self._add_row(self._index, entry.scope_key, entry.id, vector, entry.expires_at)
         else:
             self._index.remove(entry.id)
         for entry_id in dropped:
@@ -340,6 +339,9 @@ class RedisStore:
     def _add_row(
         self, index: VectorIndex, scope: str, entry_id: str, vec: bytes | np.ndarray, expires: float
     ) -> None:
+        if index.holds(scope, entry_id, expires):
+            # already there: a replica's own put comes back on the stream, or the stream came before the put's reply
+            return
         vector = np.frombuffer(vec, dtype=np.float32) if isinstance(vec, bytes) else vec
         try:
             index.add(scope, entry_id, vector, expires)
@@ -353,9 +355,9 @@ class RedisStore:
             self._seen += 1
             op, entry_id = fields.get(b"op"), _text(fields.get(b"id", b""))
             if op == b"add" and b"vec" in fields:
-                scope, expires = _text(fields[b"scope"]), float(fields[b"exp"])
-                if not self._index.holds(scope, entry_id, expires):  # else this replica's own put, added then
-                    self._add_row(self._index, scope, entry_id, fields[b"vec"], expires)
+                self._add_row(
+                    self._index, _text(fields[b"scope"]), entry_id, fields[b"vec"], float(fields[b"exp"])
+                )
             elif op == b"del":
                 self._index.remove(entry_id)
 

@@ -102,7 +102,7 @@ def test_any_sequence_of_inserts_and_removals_keeps_searches_exact(ops: list[tup
                 vector = reserved.setdefault(entry_id, _unit(rng, 8))
                 index.reserve("s", entry_id, vector)
             elif op == "claim":
-                live[entry_id] = vector = reserved.pop(entry_id, None) if entry_id in reserved else _unit(rng, 8)
+                live[entry_id] = vector = reserved.pop(entry_id) if entry_id in reserved else _unit(rng, 8)
                 index.add("s", entry_id, vector, expires_at=1e12)
             else:
                 if op == "add" and entry_id in live:
