@@ -23,11 +23,11 @@ once that would pass :data:`MAX_OLD_NEIGHBOURS`, its last waiting rows are copie
 outgrown matrix is.
 
 **A miss's row goes in right after its search** (:meth:`AnnScope.reserve`). Both walk the same part of the graph,
-and an insert made with that part still in the CPU's caches costs about 0.35 ms here against 0.56 ms once other
-requests' work has pushed it out, as it had by the time the answer came back (ad hoc, 99,000 rows). The reserved
-row is not an entry yet: searches skip it, like a dead row, until the answer's ``add`` claims it (same entry id,
-same vector). A reservation that is never claimed (the upstream failed, the answer was not cacheable) is dropped
-as a dead row once :data:`MAX_RESERVED` newer ones wait.
+and an insert made with that part still in the CPU's caches costs about 0.32 ms here against 0.55 ms once other
+requests' work has pushed it out, as it had by the time the answer came back (``benchmarks/warm_insert.py``). The
+reserved row is not an entry yet: searches skip it, like a dead row, until the answer's ``add`` claims it (same
+entry id, same vector). A reservation that is never claimed (the upstream failed, the answer was not cacheable)
+is dropped as a dead row once :data:`MAX_RESERVED` newer ones wait.
 """
 
 from __future__ import annotations
