@@ -1,10 +1,11 @@
 """Sentence embeddings for the semantic cache, batched off the event loop.
 
 ``MicroBatchEmbedder`` (the base of the torch and ONNX embedders) runs the model in ONE dedicated worker
-thread. Concurrent ``embed()`` calls are gathered into micro-batches: the batcher takes every waiting text, up
-to ``max_batch``, and encodes them in one call; while a batch encodes, the next gathers. By default
-(``max_wait_ms=0``) a lone text is encoded at once: waiting for company that does not come cost 2 ms per
-lookup at concurrency 1, and under load the texts that arrive during an encode form the next batch anyway.
+thread (the ONNX embedder: on ONNX Runtime's own thread, see :mod:`cache.onnx_embedder`). Concurrent
+``embed()`` calls are gathered into micro-batches: the batcher takes every waiting text, up to ``max_batch``,
+and encodes them in one call; while a batch encodes, the next gathers. By default (``max_wait_ms=0``) a lone
+text is encoded at once: waiting for company that does not come cost 2 ms per lookup at concurrency 1, and under
+load the texts that arrive during an encode form the next batch anyway.
 Recent texts are served from an LRU without touching the model.
 """
 
@@ -186,15 +187,19 @@ class MicroBatchEmbedder:
                 break
         return batch
 
+    async def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        """One micro-batch through the model, off the event loop: ``_encode`` in the worker thread. An
+        embedder whose runtime runs the model on a thread of its own overrides this (ONNX Runtime's ``run_async``)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._encode, texts)
+
     async def _run_batcher(self, queue: asyncio.Queue[_Item]) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = [item for item in await self._gather(queue) if not item.future.done()]
             if not batch:
                 continue
             started = time.perf_counter()
             try:
-                vectors = await loop.run_in_executor(self._executor, self._encode, [item.text for item in batch])
+                vectors = await self._encode_batch([item.text for item in batch])
             except Exception as exc:  # noqa: BLE001 - delivered to every waiter of the batch
                 error = exc if isinstance(exc, EmbedderError) else EmbeddingFailedError(str(exc))
                 for item in batch:

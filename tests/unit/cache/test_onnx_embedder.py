@@ -24,8 +24,13 @@ from cache.embedder import (  # noqa: E402
     _load_model,
     create_embedder,
 )
-from cache.onnx_embedder import OnnxEmbedder, ensure_onnx_model, length_buckets  # noqa: E402
-from tests.unit.cache.loop_probe import LONG_TEXTS, loop_ticks_per_encode  # noqa: E402
+from cache.onnx_embedder import (  # noqa: E402
+    INLINE_TOKENIZE_CHARS,
+    OnnxEmbedder,
+    ensure_onnx_model,
+    length_buckets,
+)
+from tests.unit.cache.loop_probe import LONG_TEXTS, loop_ticks_per_run  # noqa: E402
 
 QQP = Path(__file__).resolve().parents[4] / "shared" / "data" / "qqp-dev.jsonl"
 
@@ -177,8 +182,9 @@ async def test_max_batch_and_lru(onnx_files: dict[str, Path]) -> None:
 
 @pytest.mark.slow
 async def test_event_loop_keeps_running_while_encoding(int8: OnnxEmbedder) -> None:
-    during = await loop_ticks_per_encode(int8, LONG_TEXTS)
-    assert during and min(during) > 10  # the model ran off the event loop
+    during = await loop_ticks_per_run(int8, LONG_TEXTS)
+    assert len(during) == len(LONG_TEXTS)  # int8 runs each text alone
+    assert min(during) > 10  # the event loop kept turning while each run was computed
 
 
 @pytest.mark.slow
@@ -228,3 +234,56 @@ async def test_factory_backends(onnx_files: dict[str, Path], monkeypatch: pytest
     assert isinstance(fallback, embedder_module.SentenceTransformerEmbedder)
     with pytest.raises(EmbeddingFailedError, match="no onnx here"):
         await create_embedder(backend="onnx")
+
+
+@pytest.mark.slow
+async def test_runs_on_onnx_runtimes_thread_give_the_vectors_of_a_synchronous_run(int8: OnnxEmbedder) -> None:
+    texts = ["How do I learn Python?", "What is the capital of France?", "Why is the sky blue?" * 40]
+    np.testing.assert_allclose(await int8.embed(texts), int8._runner.encode(texts), atol=1e-6)
+
+
+@pytest.mark.slow
+async def test_begin_starts_a_short_texts_run_before_it_returns(int8: OnnxEmbedder) -> None:
+    sizes: list[int] = []
+    int8._on_batch = lambda n, s: sizes.append(n)
+    text = "How can I improve my English pronunciation?"
+    started = int8.begin([text])
+    assert not int8._runner.idle.is_set()  # running before anyone awaited
+    vectors = await started
+    np.testing.assert_allclose(vectors, int8._runner.encode([text]), atol=1e-6)
+    assert sizes == [1]
+    np.testing.assert_array_equal(await int8.embed([text]), vectors)  # from the LRU
+    assert sizes == [1]
+
+
+@pytest.mark.slow
+async def test_begin_leaves_long_texts_and_known_ones_to_embed(int8: OnnxEmbedder) -> None:
+    long_text = "Why is the sky blue during the day but red at sunset? " * (INLINE_TOKENIZE_CHARS // 50)
+    pending = int8.begin([long_text])
+    assert int8._runner.idle.is_set()  # tokenising it would hold the event loop: it waits for embed's worker
+    vectors = await pending
+    np.testing.assert_allclose(vectors, int8._runner.encode([long_text]), atol=1e-6)
+    known = int8.begin([long_text])
+    assert int8._runner.idle.is_set()
+    np.testing.assert_array_equal(await known, vectors)
+
+
+@pytest.mark.slow
+async def test_close_waits_for_the_runs_in_flight(onnx_files: dict[str, Path]) -> None:
+    emb = await OnnxEmbedder.create()
+    started = [emb.begin([f"question {i} about closing"]) for i in range(8)]
+    assert not emb._runner.idle.is_set()
+    await emb.close()
+    assert emb._runner.idle.is_set()
+    assert all(vectors.shape == (1, 384) for vectors in await asyncio.gather(*started))
+    with pytest.raises(EmbedderClosedError):
+        await emb.begin(["too late"])
+
+
+async def test_a_failed_run_is_an_embedding_error(int8: OnnxEmbedder) -> None:
+    loop = asyncio.get_running_loop()
+    ids = np.array([[101, 2054, 102]], dtype=np.int64)
+    bad = {"input_ids": ids, "attention_mask": np.ones((1, 5), dtype=np.int64)}  # shapes that do not agree
+    with pytest.raises(EmbeddingFailedError):
+        await int8._runner.start(bad, loop)
+    assert int8._runner.idle.is_set()
