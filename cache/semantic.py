@@ -134,6 +134,12 @@ class _Candidate:
     similarity: float
 
 
+def _consume(done: asyncio.Future[Any]) -> None:
+    """Retrieve a finished future's exception, so that one nobody awaits is not reported as lost."""
+    if not done.cancelled():
+        done.exception()
+
+
 def request_temperature(body: dict[str, Any]) -> float | None:
     """The request temperature (default 1.0), or None if it is not a number."""
     value = body.get("temperature")
@@ -239,10 +245,14 @@ class SemanticCache:
         threshold: float | None = None,
         semantic: bool = True,
         reserve: bool = False,
+        eager: bool = False,
     ) -> LookupResult:
         """Find a cached response for this request. Raises CacheUnavailableError if the backend is down.
         ``reserve``: the caller will store a miss's answer (``store(..., lookup=result)``) and wants a miss the gate
-        decides to insert its index row now, right after its search (:meth:`cache.store.CacheStore.reserve`)."""
+        decides to insert its index row now, right after its search (:meth:`cache.store.CacheStore.reserve`).
+        ``eager``: when the gate finds candidates, start the query's transformer run before the verifier's
+        lexical precheck rather than after it, so that the two overlap (latency); the run is wasted when the
+        precheck then refuses every candidate (CPU). For when the server has CPU to spare."""
         now = self._clock()
         entry_id = exact_key(scope, body)
         entry = await self._store.get(entry_id, now)
@@ -273,6 +283,7 @@ class SemanticCache:
                               gate_threshold=self.gate_threshold, vectors=QueryVectors(query, gate_vector, None))
         entries = [c for c in await self._fetch([(m.id, m.similarity, 0.0) for m in passing], now)
                    if c.entry.scope_key == scope.key]
+        early = self._start_embedding(query) if eager and self._verifier is not None and entries else None
         outlooks: dict[str, Outlook] = {}
         if self._verifier is not None and entries:
             if len(query) <= INLINE_PRECHECK_CHARS and all(len(c.entry.query or "") <= INLINE_PRECHECK_CHARS
@@ -287,7 +298,7 @@ class SemanticCache:
                                   gate_similarity=best_gate,
                                   gate_threshold=self.gate_threshold, verifier_score=verdict.score,
                                   verifier_reason=verdict.reason, vectors=QueryVectors(query, gate_vector, None))
-        dense, candidates = await self._rerank(query, entries)
+        dense, candidates = await self._rerank(query, entries, early)
         vectors = QueryVectors(query, gate_vector, dense)
         return await self._decide(scope, query, candidates, vectors, floor, now, best_gate, outlooks)
 
@@ -316,11 +327,41 @@ class SemanticCache:
                 out.append(_Candidate(entry, gate_similarity, similarity))
         return out
 
-    async def _rerank(self, query: str, found: list[_Candidate]) -> tuple[np.ndarray, list[_Candidate]]:
+    def _start_embedding(self, query: str) -> asyncio.Task[np.ndarray]:
+        """The query's transformer run, started now (an embedder with ``begin``; else at the caller's next await)
+        and awaited later, or never: its vector then only warms the embedder's LRU, and a failure is dropped."""
+        assert self._embedder is not None
+        begin = getattr(self._embedder, "begin", None)
+        started = begin([query]) if begin is not None else None
+        if started is not None:
+            started.add_done_callback(_consume)
+
+        async def vectors() -> np.ndarray:
+            if started is None:
+                return await self._embed([query])
+            try:
+                return np.asarray(await started, dtype=np.float32)
+            except Exception as exc:  # noqa: BLE001 - any embedder failure is translated at the boundary
+                raise EmbeddingUnavailableError(f"embedding failed: {exc}") from exc
+
+        task = asyncio.ensure_future(vectors())
+        task.add_done_callback(_consume)
+        return task
+
+    async def _rerank(
+        self, query: str, found: list[_Candidate], early: asyncio.Task[np.ndarray] | None = None
+    ) -> tuple[np.ndarray, list[_Candidate]]:
         """The query's transformer vector, and the candidates by transformer cosine, best first. Candidates
-        without a kept transformer vector are embedded in the same batch as the query, and the vector kept."""
+        without a kept transformer vector are embedded in the same batch as the query, and the vector kept.
+        ``early``: the query's run, already started (:meth:`_start_embedding`)."""
         missing = [c for c in found if c.entry.dense is None]
-        vectors = await self._embed([query] + [c.entry.query or "" for c in missing])
+        texts = [c.entry.query or "" for c in missing]
+        if early is None:
+            vectors = await self._embed([query] + texts)
+        elif texts:
+            vectors = np.concatenate(await asyncio.gather(early, self._embed(texts)))
+        else:
+            vectors = await early
         computed = {c.entry.id: vectors[i + 1] for i, c in enumerate(missing)}
         for entry_id, vector in computed.items():
             await self._store.keep_dense(entry_id, vector)

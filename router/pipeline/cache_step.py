@@ -27,10 +27,11 @@ async def look_up(ctx: Context, call: Call, body: dict[str, Any], controls: Cach
     metrics = ctx.metrics
     threshold = controls.threshold if controls.threshold is not None else ctx.settings.cache.threshold
     # Under load, a miss's HNSW insert goes right after its search, whose memory is still in the CPU's caches
-    # (CPU is what is short then); alone, it waits for after the answer, off this request's latency.
+    # (CPU is what is short then); alone, it waits for after the answer, off this request's latency, and the
+    # transformer starts beside the verifier's precheck instead of after it (latency is what counts then).
     busy = metrics.in_progress > 1
     try:
-        result = await cache.lookup(scope, body, query, threshold=threshold, reserve=busy)
+        result = await cache.lookup(scope, body, query, threshold=threshold, reserve=busy, eager=not busy)
     except CacheUnavailableError:
         metrics.cache_errors.inc()
         metrics.cache_lookups.labels(result="error").inc()

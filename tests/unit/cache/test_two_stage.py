@@ -5,6 +5,7 @@ in the LookupResult."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import threading
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache import LookupResult, MemoryStore, SemanticCache, StaticEmbedder, build_scope
+from cache.errors import EmbeddingUnavailableError
 from cache.gate import DEFAULT_GATE_THRESHOLD
 
 from .test_semantic import StubVerifier, answer, body
@@ -321,3 +323,78 @@ async def test_a_gate_miss_asked_to_reserve_inserts_its_graph_row_at_once(reserv
     assert (len(scope._index), scope.reserved, scope._dead) == (before + 1, 0, 0)
     assert (await lookup(cache, text)).kind == "exact"
     assert (await lookup(cache, "how do i bake sourdough bread at home")).kind == "semantic"
+
+
+class BeginningEmbedder(CountingEmbedder):
+    """A 'transformer' with ``begin``, which starts a run before it returns (as the ONNX embedder's does);
+    logs what it is asked for, in order with the verifier's precheck."""
+
+    def __init__(self, log: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.log = log
+
+    def begin(self, texts: Sequence[str]) -> asyncio.Future[np.ndarray]:
+        self.log.append(("begin", " | ".join(texts)))
+        return asyncio.ensure_future(self.run(texts))
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.log.append(("embed", " | ".join(texts)))
+        return await self.run(texts)
+
+    async def run(self, texts: Sequence[str]) -> np.ndarray:
+        return await super().embed(texts)
+
+
+class PrecheckLoggingVerifier(StubVerifier):
+    def __init__(self, log: list[tuple[str, str]], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.log = log
+
+    def best_case(self, view: tuple[str, str], *, min_similarity: float | None = None) -> Any:
+        self.log.append(("precheck", view[0]))
+        return super().best_case(view, min_similarity=min_similarity)
+
+
+STORED = "What is the capital of France?"
+ASKED = "what is the capital city of France"
+
+
+async def _eager_lookup(eager: bool, **verifier: Any) -> tuple[LookupResult, list[tuple[str, str]]]:
+    log: list[tuple[str, str]] = []
+    cache = SemanticCache(MemoryStore(), BeginningEmbedder(log), PrecheckLoggingVerifier(log, **verifier),
+                          gate=CountingGate(), gate_threshold=0.5)
+    await store(cache, STORED)
+    b = body(ASKED)
+    scope, query = build_scope(b, tenant="t", namespace="n")
+    return await cache.lookup(scope, b, query, eager=eager), log
+
+
+@pytest.mark.parametrize("eager", [True, False])
+async def test_an_eager_lookup_starts_the_transformer_before_the_precheck(eager: bool) -> None:
+    result, log = await _eager_lookup(eager)
+    assert result.kind == "semantic" and result.entry is not None and result.entry.query == STORED
+    assert result.best_similarity == pytest.approx(float(_bag(ASKED, 96) @ _bag(STORED, 96)))
+    if eager:  # the query's run first; the candidate's own vector is computed after the precheck, beside it
+        assert log == [("begin", ASKED), ("precheck", ASKED), ("embed", STORED)]
+    else:
+        assert log == [("precheck", ASKED), ("embed", f"{ASKED} | {STORED}")]
+
+
+async def test_an_eager_lookup_that_the_precheck_refuses_is_still_a_verifier_miss() -> None:
+    result, log = await _eager_lookup(True, refuse_always=[STORED])
+    assert result.kind == "miss" and result.stage == "verifier"
+    assert log == [("begin", ASKED), ("precheck", ASKED)]  # the run was started for nothing, and nothing else
+
+
+async def test_an_eager_lookup_whose_embedder_fails_says_so_as_a_plain_lookup_does() -> None:
+    class Failing(BeginningEmbedder):
+        async def run(self, texts: Sequence[str]) -> np.ndarray:
+            raise RuntimeError("model gone")
+
+    for eager in (True, False):
+        cache = SemanticCache(MemoryStore(), Failing([]), StubVerifier(), gate=CountingGate(), gate_threshold=0.5)
+        await store(cache, STORED)
+        b = body(ASKED)
+        scope, query = build_scope(b, tenant="t", namespace="n")
+        with pytest.raises(EmbeddingUnavailableError, match="model gone"):
+            await cache.lookup(scope, b, query, eager=eager)
