@@ -2,6 +2,7 @@
 
     git worktree add /tmp/deja-base main     # the tree to compare with
     .venv/bin/python -m benchmarks.ab_trees --base /tmp/deja-base [--fill 99000] [--rounds 10] [--name ab_trees]
+    .venv/bin/python -m benchmarks.ab_trees --base /tmp/deja-base --traffic semantic [--rounds 12]
 
 A change worth a few percent is lost in the noise between two ``bench-peers`` runs (the same tree gave 230 to 295
 misses per second at 100,000 entries within an hour). Here both trees run at once, in their default configuration,
@@ -11,6 +12,12 @@ concurrency 32, then the same 100 others to both one at a time, the order altern
 per second and the server's CPU per request at concurrency 32, and the p50 latency at concurrency 1; the result is
 the paired ratio (candidate over base) and the paired latency difference, whose spread shows what the machine's
 noise did.
+
+``--traffic semantic`` measures semantic hits instead: both trees store the first question of the same
+``--pairs`` Quora duplicate pairs and are asked each second question once; the second questions both served
+as semantic hits are then asked in surface variants (``benchmarks.peers.surface_variants``: each a new exact key
+and a new embedding), a new share of them every round, three quarters at concurrency 32 and the rest one at a
+time (the p50 of those served as semantic hits); the rate counts every request of that traffic.
 Writes ``benchmarks/results/<name>.json`` and ``.png``.
 """
 
@@ -25,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.peers import PAIRS_PER_PHASE, _body, fill_sources, load_data, spliced
-from benchmarks.peers_client import Target, drive
+from benchmarks.peers import PAIRS_PER_PHASE, _body, fill_sources, load_data, spliced, surface_variants
+from benchmarks.peers_client import Reply, Target, drive
 from benchmarks.procs import ROOT, cpu_seconds, memory_kib, run_and_save, start_deja, start_upstream, stop
 from benchmarks.qqp import DEFAULT_QQP
 
@@ -35,15 +42,65 @@ CONCURRENCY = 32
 ALONE_PER_ROUND = 100
 
 
+class _Misses:
+    """Each round: new unique questions (misses)."""
+
+    counts = "misses"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.questions, pairs = load_data(args.data, PAIRS_PER_PHASE)
+        self.fillers = spliced(fill_sources(args.data, {t for phase in pairs for pair in phase for t in pair}),
+                               args.fill)
+
+    async def prepare(self, targets: dict[str, Target]) -> dict[str, Any]:
+        return {}
+
+    def round(self, index: int) -> tuple[list[str], list[str]]:
+        return self.questions.take(REQUESTS_PER_ROUND), self.questions.take(ALONE_PER_ROUND)
+
+    def counted(self, reply: Reply) -> bool:
+        return reply.status == 200
+
+
+class _SemanticHits:
+    """Each round: new surface variants of questions both trees served as semantic hits."""
+
+    counts = "semantic hits"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.pairs = load_data(args.data, args.pairs)[1][0]
+        self.fillers = [a for a, _ in self.pairs]
+        self.rounds = args.rounds
+        self.variants: list[str] = []
+
+    async def prepare(self, targets: dict[str, Target]) -> dict[str, Any]:
+        served: set[str] | None = None
+        for target in targets.values():
+            found = await drive(target, _body("bench", [b for _, b in self.pairs]), len(self.pairs), CONCURRENCY)
+            mine = {self.pairs[r.index][1] for r in found.replies if r.cache == "hit-semantic"}
+            served = mine if served is None else served & mine
+        self.variants = [v for text in sorted(served or ()) for v in surface_variants(text)]
+        return {"pairs": len(self.pairs), "served_by_both": len(served or ()), "variants": len(self.variants)}
+
+    def round(self, index: int) -> tuple[list[str], list[str]]:
+        per = len(self.variants) // self.rounds
+        chunk = self.variants[index * per:(index + 1) * per]
+        return chunk[per // 4:], chunk[: per // 4]
+
+    def counted(self, reply: Reply) -> bool:
+        return reply.cache == "hit-semantic"
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    questions, pairs = load_data(args.data, PAIRS_PER_PHASE)
-    fillers = spliced(fill_sources(args.data, {t for phase in pairs for pair in phase for t in pair}), args.fill)
+    traffic: _Misses | _SemanticHits = _SemanticHits(args) if args.traffic == "semantic" else _Misses(args)
+    fillers = traffic.fillers
     roots = {"base": args.base.resolve(), "candidate": args.candidate.resolve()}
     work = Path(tempfile.mkdtemp(prefix="deja-ab-"))
     upstream, up_port = start_upstream()
     procs: list[Any] = [upstream]
     result: dict[str, Any] = {"benchmark": "ab_trees", "roots": {k: str(v) for k, v in roots.items()},
-                              "fill": args.fill, "requests_per_round": REQUESTS_PER_ROUND,
+                              "traffic": traffic.counts, "fill": len(fillers),
+                              "requests_per_round": REQUESTS_PER_ROUND if args.traffic == "misses" else None,
                               "concurrency": CONCURRENCY, "fill_seconds": {}, "rounds": []}
     try:
         targets: dict[str, Target] = {}
@@ -58,8 +115,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError(f"{name}: {len(fillers) - len(load.ok)} fill requests failed")
             result["fill_seconds"][name] = round(time.perf_counter() - started, 1)
         await asyncio.sleep(3.0)  # the last stores run after the answers
+        result["prepared"] = await traffic.prepare(targets)
         for r in range(args.rounds):
-            texts = questions.take(REQUESTS_PER_ROUND)
+            texts, alone = traffic.round(r)
             order = list(targets) if r % 2 == 0 else list(reversed(targets))
             row: dict[str, Any] = {}
             for name in order:
@@ -68,10 +126,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 load = await drive(target, _body("bench", texts), len(texts), CONCURRENCY)
                 row[name] = {"rps": round(len(load.ok) / load.wall, 1), "errors": len(texts) - len(load.ok),
                              "cpu_ms": round((cpu_seconds(target.pid) - cpu) / len(texts) * 1000, 3)}
-            alone = questions.take(ALONE_PER_ROUND)
             for name in order:
                 load = await drive(targets[name], _body("bench", alone), len(alone), 1)
-                row[name]["c1_p50_ms"] = round(statistics.median(r.total for r in load.ok) * 1000, 3)
+                row[name]["c1_p50_ms"] = round(statistics.median(r.total for r in load.replies if traffic.counted(r))
+                                               * 1000, 3)
             row["ratio"] = round(row["candidate"]["rps"] / row["base"]["rps"], 3)
             row["c1_difference_ms"] = round(row["candidate"]["c1_p50_ms"] - row["base"]["c1_p50_ms"], 3)
             result["rounds"].append(row)
@@ -108,7 +166,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for name, colour in (("base", "#999999"), ("candidate", "#4c72b0")):
         ax.plot(range(len(rounds)), [r[name]["rps"] for r in rounds], "o-", color=colour, label=name)
     ax.set_xlabel("round (the order of the two alternates)")
-    ax.set_ylabel(f"misses/s at concurrency {result['concurrency']}")
+    ax.set_ylabel(f"requests/s ({result.get('traffic', 'misses')}), concurrency {result['concurrency']}")
     ax.set_title(f"two trees, each filled with {result['fill']:,} entries: median ratio "
                  f"{result['summary']['ratio_median']:.3f}")
     ax.legend()
@@ -123,6 +181,9 @@ def main() -> None:
     parser.add_argument("--candidate", type=Path, default=ROOT, help="the source tree measured (default: this one)")
     parser.add_argument("--fill", type=int, default=99_000, help="entries each deja holds before the rounds")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--traffic", choices=("misses", "semantic"), default="misses",
+                        help="unique questions (misses), or surface variants of served paraphrases (semantic hits)")
+    parser.add_argument("--pairs", type=int, default=6000, help="--traffic semantic: duplicate pairs stored")
     parser.add_argument("--data", type=Path, default=DEFAULT_QQP)
     parser.add_argument("--name", default="ab_trees", help="results/<name>.json and .png")
     args = parser.parse_args()
