@@ -359,10 +359,12 @@ STORED = "What is the capital of France?"
 ASKED = "what is the capital city of France"
 
 
-async def _eager_lookup(eager: bool, **verifier: Any) -> tuple[LookupResult, list[tuple[str, str]]]:
+async def _eager_lookup(
+    eager: bool, eager_gate_similarity: float = 0.5, **verifier: Any
+) -> tuple[LookupResult, list[tuple[str, str]]]:
     log: list[tuple[str, str]] = []
     cache = SemanticCache(MemoryStore(), BeginningEmbedder(log), PrecheckLoggingVerifier(log, **verifier),
-                          gate=CountingGate(), gate_threshold=0.5)
+                          gate=CountingGate(), gate_threshold=0.5, eager_gate_similarity=eager_gate_similarity)
     await store(cache, STORED)
     b = body(ASKED)
     scope, query = build_scope(b, tenant="t", namespace="n")
@@ -378,6 +380,15 @@ async def test_an_eager_lookup_starts_the_transformer_before_the_precheck(eager:
         assert log == [("begin", ASKED), ("precheck", ASKED), ("embed", STORED)]
     else:
         assert log == [("precheck", ASKED), ("embed", f"{ASKED} | {STORED}")]
+
+
+async def test_an_eager_lookup_waits_for_the_precheck_when_the_gate_candidate_is_not_close_enough() -> None:
+    gate_similarity = float(_bag(ASKED, 64) @ _bag(STORED, 64))
+    result, log = await _eager_lookup(True, eager_gate_similarity=gate_similarity + 0.01)
+    assert result.kind == "semantic" and result.gate_similarity == pytest.approx(gate_similarity)
+    assert log == [("precheck", ASKED), ("embed", f"{ASKED} | {STORED}")]  # as without eager
+    result, log = await _eager_lookup(True, eager_gate_similarity=gate_similarity - 0.01)
+    assert log[0] == ("begin", ASKED)
 
 
 async def test_an_eager_lookup_that_the_precheck_refuses_is_still_a_verifier_miss() -> None:
