@@ -136,8 +136,9 @@ class _Candidate:
 
 #: ``lookup(..., eager=True)`` starts the transformer early only for a gate candidate at least this close. With
 #: 100,000 entries (bench-peers' fillers and 600 stored Quora questions; 1,500 unique questions and 1,800
-#: paraphrases asked, in process, ad hoc, 2026-12-07), every one of the 137 semantic hits had a gate similarity of
-#: at least 0.90, while 58% of the 799 questions the precheck refused (a run started for nothing) were below it.
+#: paraphrases asked, in process), every one of the 134 semantic hits had a gate similarity of at least 0.90,
+#: while 58% of the 805 questions the precheck refused (a run started for nothing) were below it
+#: (``benchmarks/eager_gate.py``).
 EAGER_GATE_SIMILARITY = 0.90
 
 
