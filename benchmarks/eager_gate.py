@@ -14,13 +14,12 @@ Writes ``benchmarks/results/eager_gate.json`` and ``.png``.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 from benchmarks.lookup_stages import ANSWER, _request
 from benchmarks.peers import PAIRS_PER_PHASE, fill_sources, load_data, spliced, surface_variants
-from benchmarks.qqp import results_parser
+from benchmarks.qqp import results_parser, write_results
 
 THRESHOLDS = (0.85, 0.87, 0.88, 0.90, 0.92, 0.94, 0.96)
 STORED_PAIRS = 600
@@ -86,10 +85,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     args = results_parser(__doc__ or "", "eager_gate", "10,000 entries, 300 unique questions").parse_args()
-    result = asyncio.run(main_async(args))
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    plot(result, args.out.with_suffix(".png"))
-    print(json.dumps(result, indent=1))
+    write_results(args.out, asyncio.run(main_async(args)), plot)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.peers import PAIRS_PER_PHASE, fill_sources, load_data, spliced
-from benchmarks.qqp import results_parser
+from benchmarks.qqp import results_parser, write_results
 
 ANSWER = {"id": "chatcmpl-bench", "object": "chat.completion", "model": "bench",
           "choices": [{"index": 0, "message": {"role": "assistant", "content": "An answer. " * 20},
@@ -106,10 +105,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     args = results_parser(__doc__ or "", "lookup_stages", "10,000 entries, 100 questions per phase").parse_args()
-    result = asyncio.run(main_async(args))
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    plot(result, args.out.with_suffix(".png"))
-    print(json.dumps(result, indent=1))
+    write_results(args.out, asyncio.run(main_async(args)), plot)
 
 
 if __name__ == "__main__":

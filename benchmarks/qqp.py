@@ -14,7 +14,7 @@ import functools
 import hashlib
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,3 +210,10 @@ def results_parser(doc: str, name: str, quick_help: str) -> argparse.ArgumentPar
     parser.add_argument("--data", type=Path, default=DEFAULT_QQP)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / f"{name}.json")
     return parser
+
+
+def write_results(out: Path, result: dict[str, Any], plot: Callable[[dict[str, Any], Path], None]) -> None:
+    """``out`` (JSON), its PNG beside it, and the result on stdout."""
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    plot(result, out.with_suffix(".png"))
+    print(json.dumps(result, indent=1))
