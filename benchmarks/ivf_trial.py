@@ -14,7 +14,6 @@ after (warm). Compare with ``gate_recall``'s graph in the same run of that bench
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.gate_recall import gate_rows
-from benchmarks.qqp import results_parser
+from benchmarks.qqp import results_parser, write_results
 
 #: (dims, lists, probe, principal basis)
 VARIANTS = [(64, 256, 8, False), (64, 256, 12, False), (64, 256, 8, True), (96, 256, 8, False),
@@ -127,9 +126,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     args = results_parser(__doc__ or "", "ivf_trial", "9,000 fillers").parse_args()
-    result = run(args.data, args.quick)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    plot(result, args.out.with_suffix(".png"))
+    write_results(args.out, run(args.data, args.quick), plot)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ would. Reported: search and insert times, p50 and mean, for the two orders. Writ
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.gate_recall import gate_rows
-from benchmarks.qqp import results_parser
+from benchmarks.qqp import results_parser, write_results
 
 FLUSH_BYTES = 64 * 2**20
 
@@ -79,10 +78,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     args = results_parser(__doc__ or "", "warm_insert", "9,000 fillers").parse_args()
-    result = run(args.data, args.quick)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    plot(result, args.out.with_suffix(".png"))
-    print(json.dumps(result))
+    write_results(args.out, run(args.data, args.quick), plot)
 
 
 if __name__ == "__main__":

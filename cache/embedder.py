@@ -206,13 +206,18 @@ class MicroBatchEmbedder:
                     if not item.future.done():
                         item.future.set_exception(error)
                 continue
-            elapsed = time.perf_counter() - started
+            self._encoded([item.text for item in batch], vectors, started)
             for item, vector in zip(batch, vectors, strict=True):
-                self._lru_put(item.text, vector)
                 if not item.future.done():
                     item.future.set_result(vector)
-            if self._on_batch is not None:
-                self._on_batch(len(batch), elapsed)
+
+    def _encoded(self, texts: list[str], vectors: np.ndarray, started: float) -> None:
+        """Bookkeeping of every encoded batch: the vectors into the LRU, the batch to ``on_batch``."""
+        elapsed = time.perf_counter() - started
+        for text, vector in zip(texts, vectors, strict=True):
+            self._lru_put(text, vector)
+        if self._on_batch is not None:
+            self._on_batch(len(texts), elapsed)
 
 
 class SentenceTransformerEmbedder(MicroBatchEmbedder):

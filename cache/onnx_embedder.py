@@ -433,10 +433,7 @@ class OnnxEmbedder(MicroBatchEmbedder):
 
         async def finish() -> np.ndarray:
             vectors = await self._finish(len(texts), feeds, runs)
-            for text, vector in zip(texts, vectors, strict=True):
-                self._lru_put(text, vector)
-            if self._on_batch is not None:
-                self._on_batch(len(texts), time.perf_counter() - started)
+            self._encoded(texts, vectors, started)
             return vectors
 
         return asyncio.ensure_future(finish())

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -142,6 +142,14 @@ class _Candidate:
 EAGER_GATE_SIMILARITY = 0.90
 
 
+async def _translated(vectors: Awaitable[np.ndarray]) -> np.ndarray:
+    """An embedder's vectors as float32, any failure of its as :class:`EmbeddingUnavailableError`."""
+    try:
+        return np.asarray(await vectors, dtype=np.float32)
+    except Exception as exc:  # noqa: BLE001 - any embedder failure is translated at the boundary
+        raise EmbeddingUnavailableError(f"embedding failed: {exc}") from exc
+
+
 def _consume(done: asyncio.Future[Any]) -> None:
     """Retrieve a finished future's exception, so that one nobody awaits is not reported as lost."""
     if not done.cancelled():
@@ -235,11 +243,7 @@ class SemanticCache:
 
     async def _embed(self, texts: Sequence[str]) -> np.ndarray:
         assert self._embedder is not None
-        try:
-            vectors = await self._embedder.embed(list(texts))
-        except Exception as exc:  # noqa: BLE001 - any embedder failure is translated at the boundary
-            raise EmbeddingUnavailableError(f"embedding failed: {exc}") from exc
-        return np.asarray(vectors, dtype=np.float32)
+        return await _translated(self._embedder.embed(list(texts)))
 
     def _miss(self, **details: Any) -> LookupResult:
         self._misses += 1
@@ -343,19 +347,12 @@ class SemanticCache:
         and awaited later, or never: its vector then only warms the embedder's LRU, and a failure is dropped."""
         assert self._embedder is not None
         begin = getattr(self._embedder, "begin", None)
-        started = begin([query]) if begin is not None else None
-        if started is not None:
+        if begin is None:
+            task = asyncio.ensure_future(self._embed([query]))
+        else:
+            started = begin([query])
             started.add_done_callback(_consume)
-
-        async def vectors() -> np.ndarray:
-            if started is None:
-                return await self._embed([query])
-            try:
-                return np.asarray(await started, dtype=np.float32)
-            except Exception as exc:  # noqa: BLE001 - any embedder failure is translated at the boundary
-                raise EmbeddingUnavailableError(f"embedding failed: {exc}") from exc
-
-        task = asyncio.ensure_future(vectors())
+            task = asyncio.ensure_future(_translated(started))
         task.add_done_callback(_consume)
         return task
 
