@@ -1,9 +1,10 @@
 """The same sentence embeddings as ``SentenceTransformerEmbedder``, served by ONNX Runtime (several times faster).
 
-At first use the bundled all-MiniLM-L6-v2 weights are exported *offline* with ``torch.onnx.export`` (BERT +
-mean pooling + L2 normalisation in one graph), checked against the torch module on probe sentences, optionally
-quantised to int8 (dynamic, per-channel weights), and cached in a user cache directory (``$DEJA_CACHE_DIR``, else
+At first use the bundled all-MiniLM-L6-v2 weights are exported *offline* with ``torch.onnx.export`` (BERT + mean
+pooling + L2 normalisation in one graph), checked against the torch module on probe sentences, optionally quantised
+to int8 (dynamic, per-channel weights), and cached in a user cache directory (``$DEJA_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/deja``, else ``~/.cache/deja``; next to the model if none is writable). Nothing is downloaded.
+The export runs in a child process, so that the server never holds torch.
 
 Cost on a CPU is per *token*, padding included, so each micro-batch is tokenised (fast Rust tokenizer from the
 model directory), sorted by length and run in chunks of nearly equal lengths. Micro-batching, the LRU and the
@@ -27,6 +28,8 @@ import fcntl
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -54,6 +57,8 @@ BUCKET_MAX = 16
 #: and semantic hits per second fell to 0.87x the worker-thread design's; with 4,000, 1.03x (medians of 12
 #: paired rounds, two servers side by side, ad hoc, 2026-12-07).
 INLINE_TOKENIZE_CHARS = 2000
+#: How long a first-use export (in a child process, ~20 s here) may take before deja gives up on it.
+EXPORT_TIMEOUT_SECONDS = 600.0
 #: How long ``close()`` waits for model runs still in flight (each takes milliseconds).
 CLOSE_WAIT_SECONDS = 10.0
 # int8 runs every text alone: its activations are quantised with one range per batch, so a text's vector moved
@@ -142,16 +147,36 @@ def ensure_onnx_model(
     with _file_lock(directory / f"{stem}.lock"):
         if target.is_file():  # another process exported it while we waited
             return target
-        try:
-            if not fp32.is_file():
-                _atomic_write(fp32, lambda tmp: _export(model_path, tmp))
-            if precision == "int8":
-                _atomic_write(target, lambda tmp: _quantize(fp32, tmp, model_path))
-        except EmbedderError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - torch/onnx failures become ours
-            raise EmbeddingFailedError(f"cannot export {model_path!r} to ONNX ({precision}): {exc}") from exc
+        _export_in_child(model_path, fp32, target, precision)
     return target
+
+
+def _export_in_child(model_path: str, fp32: Path, target: Path, precision: str) -> None:
+    """Run the export in a child process, so that the caller never imports torch and transformers.
+
+    A process keeps what those imports take for the rest of its life: a server that exported its model at first
+    start stayed at 780 MiB resident, against 330 MiB for one that found the export cached (measured 2026-12-07).
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(entry for entry in sys.path if entry)  # the parent's imports, as it has them
+    command = [sys.executable, "-m", "cache.onnx_embedder", model_path, str(fp32), str(target), precision]
+    failed = f"cannot export {model_path!r} to ONNX ({precision})"
+    try:
+        done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=EXPORT_TIMEOUT_SECONDS, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EmbeddingFailedError(f"{failed}: {exc}") from exc
+    if done.returncode != 0 or not target.is_file():
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise EmbeddingFailedError(f"{failed}: {lines[-1] if lines else f'exit status {done.returncode}'}")
+
+
+def _export_files(model_path: str, fp32: Path, target: Path, precision: str) -> None:
+    """The export itself (torch, transformers, onnx), in the child process :func:`_export_in_child` starts."""
+    if not fp32.is_file():
+        _atomic_write(fp32, lambda tmp: _export(model_path, tmp))
+    if precision == "int8":
+        _atomic_write(target, lambda tmp: _quantize(fp32, tmp, model_path))
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -442,3 +467,7 @@ class OnnxEmbedder(MicroBatchEmbedder):
         await super().close()
         # Model runs still in flight hold the session; let them end before the process may exit.
         await asyncio.to_thread(self._runner.idle.wait, CLOSE_WAIT_SECONDS)
+
+
+if __name__ == "__main__":  # the export's child process: model path, fp32 file, target file, precision
+    _export_files(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4])

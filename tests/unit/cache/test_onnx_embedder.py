@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -54,6 +56,16 @@ async def test_factory_rejects_an_unknown_backend() -> None:
 def test_export_of_a_missing_model_fails_with_our_error(tmp_path: Path) -> None:
     with pytest.raises(EmbeddingFailedError):
         ensure_onnx_model(str(tmp_path / "nowhere"), cache_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_a_failed_export_reports_the_childs_error(tmp_path: Path) -> None:
+    model = tmp_path / "broken-model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "bert"}')  # no weights, no tokenizer
+    with pytest.raises(EmbeddingFailedError, match=r"cannot export .*broken-model.* \(int8\): \w+"):
+        ensure_onnx_model(str(model), cache_dir=tmp_path / "exports")
+    assert not list((tmp_path / "exports").glob("*.onnx")) and not list((tmp_path / "exports").glob("*.tmp"))
 
 
 @pytest.fixture(scope="session")
@@ -195,9 +207,24 @@ async def test_closed_embedder_refuses(onnx_files: dict[str, Path]) -> None:
         await emb.embed(["too late"])
 
 
+_EXPORT_AND_REPORT = """
+import json, sys
+from cache.onnx_embedder import ensure_onnx_model
+path = ensure_onnx_model(precision="fp32", cache_dir=sys.argv[1])
+print(json.dumps({"path": str(path), "held": sorted({"torch", "transformers", "onnx"} & set(sys.modules))}))
+"""
+
+
 @pytest.mark.slow
 async def test_export_is_cached_and_reused(tmp_path: Path) -> None:
+    # a fresh process exports, as a server does at first start; torch and transformers stay in the export's child
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", _EXPORT_AND_REPORT, str(tmp_path)], capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry)}, check=True)
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["held"] == []
     path = await asyncio.to_thread(ensure_onnx_model, precision="fp32", cache_dir=tmp_path)
+    assert str(path) == report["path"]
     assert path.parent == tmp_path and path.name.endswith("-fp32.onnx")
     assert not list(tmp_path.glob("*.tmp"))
     stamp = path.stat().st_mtime_ns
