@@ -159,7 +159,8 @@ def _export_in_child(model_path: str, fp32: Path, target: Path, precision: str) 
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(entry for entry in sys.path if entry)  # the parent's imports, as it has them
-    command = [sys.executable, "-m", "cache.onnx_embedder", model_path, str(fp32), str(target), precision]
+    # -P: not the working directory first on the path, where a project's own ``cache`` package would shadow deja's
+    command = [sys.executable, "-P", "-m", "cache.onnx_embedder", model_path, str(fp32), str(target), precision]
     failed = f"cannot export {model_path!r} to ONNX ({precision})"
     try:
         done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,

@@ -217,10 +217,16 @@ print(json.dumps({"path": str(path), "held": sorted({"torch", "transformers", "o
 
 @pytest.mark.slow
 async def test_export_is_cached_and_reused(tmp_path: Path) -> None:
-    # a fresh process exports, as a server does at first start; torch and transformers stay in the export's child
+    # a fresh process exports, as a server does at first start; torch and transformers stay in the export's child,
+    # which imports deja's own cache package even where the working directory holds another one
+    script, workdir = tmp_path / "first_start.py", tmp_path / "project"
+    script.write_text(_EXPORT_AND_REPORT)
+    (workdir / "cache").mkdir(parents=True)
+    (workdir / "cache" / "__init__.py").write_text('raise ImportError("a project\'s own cache package")\n')
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", _EXPORT_AND_REPORT, str(tmp_path)], capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry)}, check=True)
+        subprocess.run, [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, cwd=workdir,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry)})
+    assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.splitlines()[-1])
     assert report["held"] == []
     path = await asyncio.to_thread(ensure_onnx_model, precision="fp32", cache_dir=tmp_path)
