@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -196,7 +197,10 @@ async def test_max_batch_and_lru(onnx_files: dict[str, Path]) -> None:
 async def test_event_loop_keeps_running_while_encoding(int8: OnnxEmbedder) -> None:
     during = await loop_ticks_per_run(int8, LONG_TEXTS)
     assert len(during) == len(LONG_TEXTS)  # int8 runs each text alone
-    assert min(during) > 10  # the event loop kept turning while each run was computed
+    # the event loop kept turning while the runs were computed (a run on the loop would leave 0 for every one);
+    # the median, not every run: the first ones can see only a couple of turns when ONNX Runtime's threads hold
+    # both cores before the OS schedules the loop's thread again (2 and 2, then thousands, seen once on 2 cores)
+    assert statistics.median(during) > 10
 
 
 @pytest.mark.slow
