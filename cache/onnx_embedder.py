@@ -57,7 +57,7 @@ BUCKET_MAX = 16
 #: and semantic hits per second fell to 0.87x the worker-thread design's; with 4,000, 1.03x (medians of 12
 #: paired rounds, two servers side by side, ad hoc, 2026-12-07).
 INLINE_TOKENIZE_CHARS = 2000
-#: How long a first-use export (in a child process, ~20 s here) may take before deja gives up on it.
+#: How long a first-use export (in a child process; 7.6 s here for fp32 and int8) may take before deja gives up.
 EXPORT_TIMEOUT_SECONDS = 600.0
 #: How long ``close()`` waits for model runs still in flight (each takes milliseconds).
 CLOSE_WAIT_SECONDS = 10.0
